@@ -1,0 +1,395 @@
+"""Differentiable, batched saliency explanations.
+
+An :class:`Explainer` turns a model and a batch of inputs into attributions (same shape as
+the input) and into per-feature importance *scores* ``s(x)`` of shape ``(N, F)``:
+
+* ``grad`` (gradient saliency, Simonyan et al. 2014):   ``a(x) = ∂f_c(x)/∂x``
+* ``grad_x_input`` (Shrikumar et al. 2016):             ``a(x) = x ⊙ ∂f_c(x)/∂x``
+* ``smoothgrad`` (Smilkov et al. 2017):                 ``a(x) = 1/S Σ_s ∂f_c(x + ε_s)/∂x``,
+  ``ε_s ~ N(0, σ²)``
+* ``ig`` (integrated gradients, Sundararajan et al. 2017):
+  ``a(x) = (x − x̄) ⊙ Σ_m w_m ∂f_c(x̄ + α_m (x − x̄))/∂x`` with quadrature nodes ``α_m`` and
+  weights ``w_m`` (Riemann rules or Gauss-Legendre, as in Captum).
+
+``f_c`` is the *output* being explained: the logit of the target class (default), its softmax
+probability, or the cross-entropy loss of the target. The importance of a feature is
+``|a(x)|``, summed over the channel axis of images ``(N, C, H, W)`` and over the node-feature
+axis of graphs ``(N, nodes, d)``.
+
+Every method accepts ``create_graph=True``, so a loss of the explanation (R2ET's ranking
+regulariser, an attack objective) can be back-propagated to the input and to the parameters.
+Per-sample gradients come from one backward pass over the summed batch output; this is exact
+when samples do not interact (eval mode, no batch statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from r2et._checks import check_batch, check_choice, check_positive
+
+METHODS = ("grad", "grad_x_input", "smoothgrad", "ig")
+OUTPUTS = ("logit", "prob", "loss")
+REDUCTIONS = ("auto", "channel", "last", None)
+IG_RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+
+_METHOD_KWARGS: dict[str, dict[str, Any]] = {
+    "grad": {},
+    "grad_x_input": {},
+    "smoothgrad": {
+        "n_samples": 25,
+        "sigma": 0.15,
+        "sigma_mode": "relative",
+        "seed": None,
+        "internal_batch_size": None,
+    },
+    "ig": {"n_steps": 32, "baseline": 0.0, "rule": "gausslegendre", "internal_batch_size": None},
+}
+
+
+def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes ``α_m`` in [0, 1] and weights ``w_m`` (summing to 1) of an ``n_steps``-point rule.
+
+    Riemann rules use ``w_m = 1/n`` at the left/right/middle points; the trapezoid rule puts
+    ``1/(2(n−1))`` on the end points and ``1/(n−1)`` inside; Gauss-Legendre maps the Legendre
+    nodes ``ξ_m`` on [−1, 1] to ``α_m = (ξ_m + 1)/2`` with weights ``w_m/2``, exact for
+    polynomials of degree ``2n − 1``. Returned as float64 CPU tensors. (Captum's
+    ``riemann_trapezoid`` uses ``1/n`` with halved end points, weights summing to ``(n−1)/n``;
+    ours sum to 1, so its attributions are ours times ``(n−1)/n``.)
+    """
+    check_choice("rule", rule, IG_RULES)
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
+    n = n_steps
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
+    if rule == "riemann_trapezoid":
+        if n < 2:
+            raise ValueError("the trapezoid rule needs n_steps >= 2")
+        alphas = torch.linspace(0, 1, n, dtype=torch.float64)
+        w = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+        w[0] = w[-1] = 0.5 / (n - 1)
+        return alphas, w
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if rule == "riemann_left":
+        return torch.linspace(0, 1 - 1 / n, n, dtype=torch.float64), w
+    if rule == "riemann_right":
+        return torch.linspace(1 / n, 1, n, dtype=torch.float64), w
+    return torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n, dtype=torch.float64), w
+
+
+def reduce_scores(attr: torch.Tensor, reduce: str | None = "auto") -> torch.Tensor:
+    """Per-feature importance ``s = |a|`` reduced to shape ``(N, F)``.
+
+    ``reduce="auto"``: 2-D tabular ``(N, F)`` is kept; 3-D graphs ``(N, nodes, d)`` sum over
+    ``d`` (F = nodes); 4-D images ``(N, C, H, W)`` sum over ``C`` (F = H·W). ``"channel"`` sums
+    dimension 1, ``"last"`` the last dimension; ``None`` flattens ``|a|`` unchanged.
+    """
+    check_choice("reduce", reduce, REDUCTIONS)
+    s = attr.abs()
+    if reduce == "auto":
+        if s.dim() == 2:
+            return s
+        if s.dim() == 3:
+            return s.sum(-1)
+        if s.dim() == 4:
+            return s.sum(1).flatten(1)
+        raise ValueError(
+            f"reduce='auto' handles 2-D, 3-D and 4-D inputs, got shape {tuple(s.shape)}; "
+            "pass reduce=None to flatten"
+        )
+    if reduce == "channel":
+        return s.sum(1).flatten(1)
+    if reduce == "last":
+        return s.sum(-1).flatten(1)
+    return s.flatten(1)
+
+
+def repeat_batch(t: torch.Tensor, reps: int) -> torch.Tensor:
+    """Stack ``reps`` copies of a batch: ``(N, ...) -> (reps·N, ...)``, copy-major order."""
+    return t.repeat(reps, *([1] * (t.dim() - 1)))
+
+
+def repeat_forward_kwargs(kwargs: dict[str, Any], n: int, reps: int) -> dict[str, Any]:
+    """Repeat every tensor keyword whose first dimension is the batch size ``n``.
+
+    Per-sample side inputs (a graph's adjacency and node mask) must follow their sample when a
+    batch is expanded for SmoothGrad samples, IG steps or thickness perturbations; anything else
+    (shared tensors, flags) passes through unchanged.
+    """
+    out = {}
+    for key, val in kwargs.items():
+        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n:
+            out[key] = repeat_batch(val, reps)
+        else:
+            out[key] = val
+    return out
+
+
+def _chunks(reps: int, n: int, internal_batch_size: int | None) -> Iterator[tuple[int, int]]:
+    """Split ``reps`` copies of an ``n``-row batch into chunks of at most ``internal_batch_size``
+    rows (at least one whole copy each)."""
+    per = reps if internal_batch_size is None else max(1, int(internal_batch_size) // n)
+    for start in range(0, reps, per):
+        yield start, min(reps, start + per)
+
+
+class Explainer:
+    """A saliency explainer shared by training regularisers, attacks and metrics.
+
+    Parameters
+    ----------
+    method : ``"grad"`` | ``"grad_x_input"`` | ``"smoothgrad"`` | ``"ig"``
+    output : ``"logit"`` (target-class logit, default) | ``"prob"`` (softmax probability) |
+        ``"loss"`` (cross-entropy with the target as label)
+    reduce : how ``|attribution|`` becomes one score per feature, see :func:`reduce_scores`.
+    **method_kwargs :
+        smoothgrad: ``n_samples`` (25), ``sigma`` (0.15), ``sigma_mode`` (``"relative"``: σ is
+        a fraction of each input's value range max−min, as in Smilkov et al., treated as a
+        constant under differentiation; ``"absolute"``),
+        ``seed`` (None: global RNG), ``internal_batch_size`` (rows per forward pass).
+        ig: ``n_steps`` (32), ``baseline`` (0.0; a scalar or a tensor broadcastable to x),
+        ``rule`` (``"gausslegendre"`` or a Riemann rule), ``internal_batch_size``.
+
+    A ReLU network's logit gradient is piecewise constant in x, so its saliency has zero
+    input-gradient almost everywhere; ``output="prob"``/``"loss"`` keep curvature through the
+    softmax. Attacks handle this with a softplus surrogate (see :mod:`r2et.attacks`).
+    """
+
+    def __init__(
+        self,
+        method: str = "grad",
+        output: str = "logit",
+        reduce: str | None = "auto",
+        **method_kwargs,
+    ) -> None:
+        check_choice("method", method, METHODS)
+        check_choice("output", output, OUTPUTS)
+        check_choice("reduce", reduce, REDUCTIONS)
+        allowed = _METHOD_KWARGS[method]
+        unknown = sorted(set(method_kwargs) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown keyword(s) {unknown} for method={method!r}; allowed: {sorted(allowed)}"
+            )
+        self.method = method
+        self.output = output
+        self.reduce = reduce
+        self.kwargs: dict[str, Any] = {**allowed, **method_kwargs}
+        if method == "smoothgrad":
+            n = self.kwargs["n_samples"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"n_samples must be an int >= 1, got {n!r}")
+            check_positive("sigma", self.kwargs["sigma"], allow_zero=True)
+            check_choice("sigma_mode", self.kwargs["sigma_mode"], ("relative", "absolute"))
+        if method == "ig":
+            quadrature(self.kwargs["n_steps"], self.kwargs["rule"])  # validates both
+        ibs = self.kwargs.get("internal_batch_size")
+        if ibs is not None and (isinstance(ibs, bool) or not isinstance(ibs, int) or ibs < 1):
+            raise ValueError(f"internal_batch_size must be None or an int >= 1, got {ibs!r}")
+
+    def __repr__(self) -> str:
+        kw = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
+        return (
+            f"Explainer(method={self.method!r}, output={self.output!r}, reduce={self.reduce!r}{kw})"
+        )
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready description; ``Explainer(**ex.config())`` rebuilds it."""
+        kw = {k: v for k, v in self.kwargs.items() if not isinstance(v, torch.Tensor)}
+        return {"method": self.method, "output": self.output, "reduce": self.reduce, **kw}
+
+    # ------------------------------------------------------------------ public API
+    def attribute(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: int | torch.Tensor | None = None,
+        create_graph: bool = False,
+        **forward_kwargs: Any,
+    ) -> torch.Tensor:
+        """Attribution ``a(x)`` of the chosen output, same shape as ``x``.
+
+        ``target=None`` explains the model's predicted class (argmax of the logits at ``x``);
+        an int explains that class for every row; an ``(N,)`` tensor gives one class per row.
+        With ``create_graph=True`` the result is differentiable w.r.t. ``x`` and the model's
+        parameters. Tensor ``forward_kwargs`` whose first dimension is N are per-sample.
+        """
+        check_batch("x", x)
+        with torch.enable_grad():
+            if self.method in ("grad", "grad_x_input"):
+                g = self._gradient(model, x, target, create_graph, forward_kwargs)
+                return g if self.method == "grad" else x * g
+            target = self.resolve_target(model, x, target, **forward_kwargs)
+            if self.method == "smoothgrad":
+                return self._smoothgrad(model, x, target, create_graph, forward_kwargs)
+            return self._ig(model, x, target, create_graph, forward_kwargs)
+
+    def scores(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: int | torch.Tensor | None = None,
+        create_graph: bool = False,
+        **forward_kwargs: Any,
+    ) -> torch.Tensor:
+        """Feature importance ``s(x) = reduce(|a(x)|)`` of shape ``(N, F)``, all ``>= 0``."""
+        attr = self.attribute(model, x, target, create_graph=create_graph, **forward_kwargs)
+        return reduce_scores(attr, self.reduce)
+
+    def resolve_target(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: int | torch.Tensor | None,
+        **forward_kwargs: Any,
+    ) -> torch.Tensor:
+        """``target`` as an ``(N,)`` long tensor on ``x``'s device (None: predicted class)."""
+        n = x.shape[0]
+        if target is None:
+            with torch.no_grad():
+                return _logits(model, x, forward_kwargs).argmax(1)
+        return _target_tensor(target, n, x.device)
+
+    # ------------------------------------------------------------------ internals
+    def _selected(
+        self, model: Callable[..., torch.Tensor], x: torch.Tensor, target: Any, fkw: dict[str, Any]
+    ) -> torch.Tensor:
+        """Per-row scalar output ``f_c(x)``, shape (N,)."""
+        logits = _logits(model, x, fkw)
+        if target is None:
+            t = logits.detach().argmax(1)
+        else:
+            t = _target_tensor(target, x.shape[0], x.device)
+            if int(t.min()) < 0 or int(t.max()) >= logits.shape[1]:
+                raise ValueError(f"target classes must lie in 0..{logits.shape[1] - 1}")
+        if self.output == "logit":
+            return logits.gather(1, t[:, None]).squeeze(1)
+        if self.output == "prob":
+            return logits.softmax(1).gather(1, t[:, None]).squeeze(1)
+        return F.cross_entropy(logits, t, reduction="none")
+
+    def _gradient(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: Any,
+        create_graph: bool,
+        fkw: dict[str, Any],
+    ) -> torch.Tensor:
+        """``∂f_c/∂x`` for every row from one backward pass over the summed batch output."""
+        xg = x if x.requires_grad else x.detach().requires_grad_(True)
+        out = self._selected(model, xg, target, fkw)
+        (g,) = torch.autograd.grad(out.sum(), xg, create_graph=create_graph)
+        return g
+
+    def _expanded_gradients(
+        self,
+        model: Callable[..., torch.Tensor],
+        points: Callable[[int, int], torch.Tensor],
+        reps: int,
+        weights: torch.Tensor,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        create_graph: bool,
+        fkw: dict[str, Any],
+    ) -> torch.Tensor:
+        """``Σ_r w_r ∂f_c(points_r)/∂points_r`` over ``reps`` copies of the batch, evaluated in
+        chunks of whole copies; ``points(lo, hi)`` builds copies ``lo..hi-1`` stacked."""
+        n = x.shape[0]
+        total = torch.zeros_like(x)
+        for lo, hi in _chunks(reps, n, self.kwargs.get("internal_batch_size")):
+            pts = points(lo, hi)
+            if not pts.requires_grad:
+                pts = pts.detach().requires_grad_(True)
+            kw = repeat_forward_kwargs(fkw, n, hi - lo)
+            out = self._selected(model, pts, repeat_batch(target, hi - lo), kw)
+            (g,) = torch.autograd.grad(out.sum(), pts, create_graph=create_graph)
+            w = weights[lo:hi].to(dtype=x.dtype, device=x.device)
+            g = g.view(hi - lo, *x.shape)
+            total = total + (w.view(-1, *([1] * x.dim())) * g).sum(0)
+        return total
+
+    def _smoothgrad(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: torch.Tensor,
+        create_graph: bool,
+        fkw: dict[str, Any],
+    ) -> torch.Tensor:
+        s, sigma = self.kwargs["n_samples"], float(self.kwargs["sigma"])
+        if self.kwargs["sigma_mode"] == "relative":
+            flat = x.detach().flatten(1)
+            rng = (flat.max(1).values - flat.min(1).values).clamp_min(0)
+            rng = torch.where(rng > 0, rng, torch.ones_like(rng))
+            std = (sigma * rng).view(1, -1, *([1] * (x.dim() - 1)))
+        else:
+            std = torch.tensor(sigma, dtype=x.dtype, device=x.device)
+        seed = self.kwargs["seed"]
+        gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
+        noise = torch.randn((s, *x.shape), generator=gen, dtype=x.dtype, device=x.device) * std
+
+        def points(lo: int, hi: int) -> torch.Tensor:
+            return (x.unsqueeze(0) + noise[lo:hi]).reshape(-1, *x.shape[1:])
+
+        weights = torch.full((s,), 1.0 / s, dtype=torch.float64)
+        return self._expanded_gradients(model, points, s, weights, x, target, create_graph, fkw)
+
+    def _ig(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: torch.Tensor,
+        create_graph: bool,
+        fkw: dict[str, Any],
+    ) -> torch.Tensor:
+        alphas, weights = quadrature(self.kwargs["n_steps"], self.kwargs["rule"])
+        base = self.kwargs["baseline"]
+        base = torch.as_tensor(base, dtype=x.dtype, device=x.device).expand_as(x)
+        delta = x - base
+        a = alphas.to(dtype=x.dtype, device=x.device)
+
+        def points(lo: int, hi: int) -> torch.Tensor:
+            al = a[lo:hi].view(-1, *([1] * x.dim()))
+            return (base.unsqueeze(0) + al * delta.unsqueeze(0)).reshape(-1, *x.shape[1:])
+
+        avg = self._expanded_gradients(
+            model, points, len(alphas), weights, x, target, create_graph, fkw
+        )
+        return delta * avg
+
+
+def _logits(
+    model: Callable[..., torch.Tensor], x: torch.Tensor, fkw: dict[str, Any]
+) -> torch.Tensor:
+    out = model(x, **fkw)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"model must return (N, n_classes) logits for x of batch {x.shape[0]}, got {shape}"
+        )
+    return out
+
+
+def _target_tensor(target: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    if isinstance(target, torch.Tensor):
+        t = target.to(device=device).long()
+        if t.dim() == 0:
+            return t.expand(n)
+        if t.shape != (n,):
+            raise ValueError(
+                f"target must be an int or an (N,)=({n},) tensor, got shape {tuple(t.shape)}"
+            )
+        return t
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise ValueError(
+            f"target must be None, an int or an (N,) tensor, got {type(target).__name__}"
+        )
+    return torch.full((n,), int(target), dtype=torch.long, device=device)
