@@ -1,0 +1,128 @@
+"""The :class:`Dataset` container every loader returns, and batching helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+SPLITS = ("train", "val", "test")
+MODALITIES = ("tabular", "image", "graph")
+
+
+def slice_forward_kwargs(
+    kwargs: dict[str, Any], idx: torch.Tensor | slice, n: int
+) -> dict[str, Any]:
+    """Select rows ``idx`` of every tensor keyword whose first dimension is the split size ``n``
+    (per-sample side inputs such as a graph's adjacency); other values pass through."""
+    out = {}
+    for key, val in kwargs.items():
+        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n:
+            out[key] = val[idx]
+        else:
+            out[key] = val
+    return out
+
+
+@dataclass
+class Dataset:
+    """A dataset split into train/val/test tensors, with what models, explainers and attacks need.
+
+    ``train``, ``val``, ``test`` are ``(x, y)`` pairs (``x`` float32 of shape
+    ``(N, *input_shape)``, ``y`` int64 of shape ``(N,)``). ``forward_kwargs[split]`` holds the
+    per-sample keyword inputs of the model for that split (graphs: ``adj`` and ``mask``; empty
+    for tabular and image data). ``bounds`` is the valid input range for attacks: a pair of
+    scalars (images) or of per-feature tensors shaped like one input (tabular), or None.
+    ``default_model`` is a model spec (``{"name": ..., **kwargs}``) that suits the data.
+    """
+
+    name: str
+    modality: str
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    n_classes: int
+    feature_names: list[str]
+    default_k: int
+    forward_kwargs: dict[str, dict[str, torch.Tensor]] = field(
+        default_factory=lambda: {s: {} for s in SPLITS}
+    )
+    bounds: tuple[Any, Any] | None = None
+    default_model: dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, without the batch dimension."""
+        return tuple(self.train[0].shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        """Number of ranked features F (columns, pixels or nodes)."""
+        return len(self.feature_names)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """``(x, y, forward_kwargs)`` of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
+        if name not in SPLITS:
+            raise ValueError(f"split={name!r} is not supported; allowed: {list(SPLITS)}")
+        x, y = getattr(self, name)
+        return x, y, self.forward_kwargs.get(name, {})
+
+    def subset(
+        self, name: str, n: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The first ``n`` rows (all when None) of split ``name`` with their forward kwargs."""
+        x, y, kw = self.split(name)
+        if n is None or n >= len(x):
+            return x, y, kw
+        return x[:n], y[:n], slice_forward_kwargs(kw, slice(0, n), len(x))
+
+    def batches(
+        self,
+        name: str,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        """Mini-batches ``(x, y, forward_kwargs)`` of split ``name``; shuffled with
+        ``generator`` when ``shuffle``."""
+        x, y, kw = self.split(name)
+        n = len(x)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size].to(x.device)
+            yield x[idx], y[idx], slice_forward_kwargs(kw, idx, n)
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with every tensor on ``device``."""
+
+        def mv(v: Any) -> Any:
+            return v.to(device) if isinstance(v, torch.Tensor) else v
+
+        return replace(
+            self,
+            train=tuple(mv(t) for t in self.train),
+            val=tuple(mv(t) for t in self.val),
+            test=tuple(mv(t) for t in self.test),
+            forward_kwargs={
+                s: {k: mv(v) for k, v in kw.items()} for s, kw in self.forward_kwargs.items()
+            },
+            bounds=None if self.bounds is None else tuple(mv(b) for b in self.bounds),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description: name, modality, sizes, shape, classes, k."""
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "n_train": len(self.train[0]),
+            "n_val": len(self.val[0]),
+            "n_test": len(self.test[0]),
+            "input_shape": list(self.input_shape),
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "default_k": self.default_k,
+            **self.info,
+        }
