@@ -1,0 +1,217 @@
+"""Benchmark plots (PNG, readable without the code)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from r2et.bench.report import select  # noqa: E402
+
+R2ET_FAMILY = ("r2et", "r2et-mm", "r2et-noh", "r2et-mm-noh")
+
+
+def _colors(methods: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_budget_curves(rows: list[dict[str, Any]], max_acc_drop: float, path: Path) -> Path:
+    """ERAttack P@k versus attack budget eps, one panel per dataset, one line per method
+    (selected setting, mean over seeds)."""
+    chosen = select(rows, max_acc_drop)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors = _colors(methods)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, layout="constrained"
+    )
+    for ax, d in zip(axes[0], datasets):
+        for m in methods:
+            sel = chosen.get((d, m))
+            if sel is None:
+                continue
+            acc: dict[float, list[float]] = defaultdict(list)
+            for r in sel["rows"]:
+                for eps, p in (r.get("curve") or {}).items():
+                    acc[float(eps)].append(p)
+            if not acc:
+                continue
+            xs = sorted(acc)
+            ys = [sum(acc[e]) / len(acc[e]) for e in xs]
+            ax.plot([0.0, *xs], [1.0, *ys], marker="o", label=m, color=colors[m])
+        ax.set_title(d)
+        ax.set_xlabel("attack budget eps (l_inf)")
+        ax.set_ylabel("P@k under ERAttack")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Top-k stability versus attack budget (higher is more stable)")
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_patk(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Every cell: test accuracy against ERAttack P@k, one panel per dataset."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors = _colors(methods)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, layout="constrained"
+    )
+    for ax, d in zip(axes[0], datasets):
+        for m in methods:
+            pts = [r for r in rows if r["dataset"] == d and r["method"] == m]
+            if pts:
+                ax.scatter(
+                    [r["erattack_p_at_k_mean"] for r in pts],
+                    [r["accuracy"] for r in pts],
+                    label=m,
+                    color=colors[m],
+                    s=28,
+                    alpha=0.85,
+                )
+        ax.set_title(d)
+        ax.set_xlabel("P@k under ERAttack")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle("Accuracy versus explanation stability (every grid cell)")
+    return _save(fig, path)
+
+
+def plot_training_cost(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Training seconds per epoch of each method relative to vanilla, per dataset."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors = _colors(methods)
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, 0.6 * len(methods) * len(datasets)), 3.4), layout="constrained"
+    )
+    width = 0.8 / max(1, len(methods))
+    for j, m in enumerate(methods):
+        ratios = []
+        for d in datasets:
+
+            def mean_cost(method: str, d: str = d) -> float:
+                v = [
+                    r["train_seconds_per_epoch"]
+                    for r in rows
+                    if r["dataset"] == d and r["method"] == method
+                ]
+                return sum(v) / len(v) if v else float("nan")
+
+            ratios.append(mean_cost(m) / mean_cost("vanilla"))
+        xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(datasets))]
+        ax.bar(xs, ratios, width=width, label=m, color=colors[m])
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(datasets)), datasets)
+    ax.set_ylabel("seconds per epoch / vanilla")
+    ax.set_title("Training cost per method (lower is cheaper)")
+    ax.legend(fontsize=8, ncol=2)
+    return _save(fig, path)
+
+
+def plot_saliency_panel(
+    out: Path, rows: list[dict[str, Any]], cfg: Any, dataset: str, path: Path, n_images: int = 3
+) -> Path | None:
+    """For an image dataset: inputs and their saliency maps before and after ERAttack, for
+    vanilla and the R2ET model (selected settings, first seed), top-k pixels outlined."""
+    from r2et.attacks import ERAttack
+    from r2et.bench.runner import _dataset_settings, _load
+    from r2et.explain import Explainer
+    from r2et.metrics import topk_mask
+    from r2et.train import load_run
+
+    chosen = select(rows, cfg.max_acc_drop)
+    models = []
+    for m in ("vanilla", *R2ET_FAMILY):
+        sel = chosen.get((dataset, m))
+        if sel is None:
+            continue
+        r = min(sel["rows"], key=lambda r: r["seed"])
+        folder = out / "models" / r["key"]
+        if (folder / "model.safetensors").is_file():
+            models.append((m, load_run(folder).model.eval(), r))
+        if len(models) == 2:
+            break
+    if len(models) < 2:
+        return None
+    seed = models[0][2]["seed"]
+    ds = _load(dataset, seed, cfg.to_dict())
+    k, eps, _ = _dataset_settings(cfg.to_dict(), ds)
+    x = ds.test[0][:n_images]
+    h, w = x.shape[-2:]
+    ex = Explainer("grad")
+    fig, axes = plt.subplots(
+        n_images,
+        1 + 2 * len(models),
+        figsize=(2.1 * (1 + 2 * len(models)), 2.1 * n_images),
+        squeeze=False,
+    )
+    for row in range(n_images):
+        img = x[row].permute(1, 2, 0).squeeze(-1).numpy()
+        axes[row][0].imshow(img, cmap="gray" if img.ndim == 2 else None)
+        axes[row][0].set_title("input" if row == 0 else "")
+    for j, (name, model, _) in enumerate(models):
+        res = ERAttack(ex, k, eps, steps=int(cfg.evaluate["steps"]), bounds=ds.bounds, seed=seed)(
+            model, x
+        )
+        for col, (scores, label) in enumerate(
+            ((res.scores_clean, "clean"), (res.scores_adv, "attacked"))
+        ):
+            mask = topk_mask(scores, k)
+            for row in range(n_images):
+                ax = axes[row][1 + 2 * j + col]
+                ax.imshow(scores[row].view(h, w).numpy(), cmap="hot")
+                ys, xs = torch.nonzero(mask[row].view(h, w), as_tuple=True)
+                ax.scatter(
+                    xs.numpy(),
+                    ys.numpy(),
+                    s=6,
+                    facecolors="none",
+                    edgecolors="cyan",
+                    linewidths=0.6,
+                )
+                if row == 0:
+                    ax.set_title(f"{name}: {label}", fontsize=8)
+                if col == 1:
+                    ax.set_xlabel(f"P@{k}={res.p_at_k[row].item():.2f}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{dataset}: saliency before/after ERAttack (eps={eps:g}, top-{k} circled)")
+    return _save(fig, path)
+
+
+def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
+    """All plots of a benchmark folder; returns their paths."""
+    if not rows:
+        return []
+    plots = out / "plots"
+    paths = [
+        plot_budget_curves(rows, cfg.max_acc_drop, plots / "p_at_k_vs_budget.png"),
+        plot_accuracy_vs_patk(rows, plots / "accuracy_vs_p_at_k.png"),
+    ]
+    if any(r["method"] == "vanilla" for r in rows):
+        paths.append(plot_training_cost(rows, plots / "training_cost.png"))
+    images = dict.fromkeys(r["dataset"] for r in rows if r.get("modality") == "image")
+    for d in images if cfg.save_models else ():
+        p = plot_saliency_panel(out, rows, cfg, d, plots / f"saliency_{d}.png")
+        if p is not None:
+            paths.append(p)
+    return paths

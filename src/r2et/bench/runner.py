@@ -1,0 +1,412 @@
+"""The benchmark grid: pre-train once per dataset and seed, fine-tune and evaluate every cell.
+
+A *cell* is one (dataset, method, weight, seed). Per dataset and seed a vanilla model is
+pre-trained once (``pretrain/``) and every cell fine-tunes a copy of it with its method, then
+evaluates accuracy, P@k under ERAttack and MSEAttack, top-k rank correlations, thickness and
+cost. Cells are independent tasks: the ``local`` executor runs them in this process, the ``ray``
+executor as Ray tasks (one GPU each when the cluster has GPUs); either way each finished cell is
+written atomically to the :class:`~r2et.bench.store.ResultStore` as it arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r2et._io import atomic_write_json, read_json
+from r2et.bench.config import DEFAULT_EPS, BenchConfig
+from r2et.bench.store import ResultStore, cell_key
+
+EXECUTORS = ("local", "ray")
+
+
+# ---------------------------------------------------------------------------- grid
+def grid_cells(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Every (dataset, method, weight, seed) cell of the configuration, in run order."""
+    from r2et.methods import get_method
+
+    cells = []
+    for dataset in cfg.datasets:
+        for seed in cfg.seeds:
+            for method in cfg.methods:
+                weight_name = get_method(method, k=1).weight_name
+                values = cfg.grid.get(method) or [None]
+                if weight_name is None:
+                    values = [None]
+                for value in values:
+                    cells.append(
+                        {
+                            "dataset": dataset,
+                            "method": method,
+                            "weight_name": weight_name if value is not None else None,
+                            "weight": None if value is None else float(value),
+                            "seed": int(seed),
+                        }
+                    )
+    return cells
+
+
+def _device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _setup_threads(cfg: dict[str, Any]) -> None:
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+
+
+def _dataset_settings(cfg: dict[str, Any], ds: Any) -> tuple[int, float, dict[str, Any]]:
+    opts = cfg["datasets_options"].get(ds.name, {})
+    k = int(opts.get("k", ds.default_k))
+    eps = float(opts.get("eps", DEFAULT_EPS[ds.modality]))
+    return k, eps, opts
+
+
+def _load(name: str, seed: int, cfg: dict[str, Any]) -> Any:
+    from r2et.data import load_dataset
+
+    opts = cfg["datasets_options"].get(name, {})
+    return load_dataset(name, seed=seed, **opts.get("load", {}))
+
+
+def _model_bytes(model: torch.nn.Module) -> dict[str, Any]:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return {"spec": dict(model.r2et_spec), "state": save(state)}
+
+
+def _model_from_bytes(blob: dict[str, Any]) -> torch.nn.Module:
+    from safetensors.torch import load
+
+    from r2et.models import build_model
+
+    model = build_model(**blob["spec"])
+    model.load_state_dict(load(blob["state"]))
+    return model
+
+
+# ---------------------------------------------------------------------------- tasks
+def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Train the vanilla model of ``dataset`` from scratch with seed ``seed`` (``pretrain``
+    settings); returns the model as safetensors bytes with its spec and validation accuracy."""
+    from r2et.models import build_model
+    from r2et.train import fit
+
+    _setup_threads(cfg)
+    ds = _load(dataset, seed, cfg)
+    _, _, opts = _dataset_settings(cfg, ds)
+    spec = dict(opts.get("model", ds.default_model))
+    name = spec.pop("name")
+    torch.manual_seed(seed)
+    model = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
+    pre = cfg["pretrain"]
+    t0 = time.perf_counter()
+    val_acc = None
+    if int(pre["epochs"]) > 0:
+        res = fit(
+            model,
+            "vanilla",
+            ds,
+            epochs=int(pre["epochs"]),
+            lr=float(pre["lr"]),
+            batch_size=int(pre["batch_size"]),
+            seed=seed,
+            device=_device(cfg.get("device")),
+            progress=False,
+        )
+        model, val_acc = res.model, res.best_val_accuracy
+    return {
+        **_model_bytes(model.cpu()),
+        "dataset": dataset,
+        "seed": seed,
+        "val_accuracy": val_acc,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate()``'s nested dict as flat table columns (``erattack_p_at_k_mean``, ...)."""
+    row: dict[str, Any] = {"accuracy": metrics["accuracy"], "n_eval": metrics["n"]}
+    if "thickness" in metrics:
+        row["thickness"] = metrics["thickness"]["mean"]
+    for name, vals in metrics.get("attacks", {}).items():
+        for key, val in vals.items():
+            if key not in ("eps", "steps", "norm"):
+                row[f"{name}_{key}"] = val
+    return row
+
+
+def evaluate_cell(
+    model: torch.nn.Module, ds: Any, k: int, eps: float, ev: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """Accuracy, ERAttack and MSEAttack at ``eps``, thickness at radius ``eps``, and the
+    ERAttack P@k curve over the budget multipliers ``ev["budgets"]``, on the first ``ev["n"]``
+    test inputs. Saliency is the logit gradient for every method, so all are attacked alike."""
+    from r2et.attacks import ERAttack, MSEAttack
+    from r2et.evaluation import evaluate
+    from r2et.explain import Explainer
+
+    ex = Explainer("grad")
+    n, steps = int(ev["n"]), int(ev["steps"])
+    attacks = {
+        "erattack": ERAttack(ex, k, eps, steps=steps, bounds=ds.bounds, seed=seed),
+        "mse": MSEAttack(ex, k, eps, steps=steps, bounds=ds.bounds, seed=seed),
+    }
+    metrics = evaluate(
+        model,
+        ds,
+        ex,
+        k=k,
+        attacks=attacks,
+        n=n,
+        thickness_radius=eps,
+        thickness_samples=int(ev.get("thickness_samples", 8)),
+        thickness_steps=int(ev.get("thickness_steps", 8)),
+        seed=seed,
+    )
+    row = flatten_metrics(metrics)
+    curve = {}
+    for b in ev.get("budgets", []):
+        b = float(b)
+        if abs(b - 1.0) < 1e-12:
+            curve[f"{eps:g}"] = row["erattack_p_at_k_mean"]
+            continue
+        atk = ERAttack(ex, k, eps * b, steps=steps, bounds=ds.bounds, seed=seed)
+        m = evaluate(model, ds, ex, k=k, attacks={"erattack": atk}, n=n, seed=seed)
+        curve[f"{eps * b:g}"] = m["attacks"]["erattack"]["p_at_k_mean"]
+    row["curve"] = dict(sorted(curve.items(), key=lambda kv: float(kv[0])))
+    return row
+
+
+def cell_task(
+    cell: dict[str, Any], cfg: dict[str, Any], pretrained: dict[str, Any]
+) -> dict[str, Any]:
+    """Fine-tune the pre-trained model with the cell's method and evaluate it; returns the
+    result row (JSON-ready) with the fine-tuned model as bytes under ``"_model"``."""
+    from r2et.methods import get_method
+    from r2et.train import fit
+
+    _setup_threads(cfg)
+    ds = _load(cell["dataset"], cell["seed"], cfg)
+    k, eps, _ = _dataset_settings(cfg, ds)
+    model = _model_from_bytes(pretrained)
+    weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
+    method = get_method(cell["method"], k=k, **weights)
+    ft = cfg["finetune"]
+    t0 = time.perf_counter()
+    res = fit(
+        model,
+        method,
+        ds,
+        epochs=int(ft["epochs"]),
+        lr=float(ft["lr"]),
+        batch_size=int(ft["batch_size"]),
+        seed=int(cell["seed"]),
+        device=_device(cfg.get("device")),
+        progress=False,
+    )
+    train_seconds = time.perf_counter() - t0
+    row = {
+        **cell,
+        "key": cell_key(cell),
+        "modality": ds.modality,
+        "k": k,
+        "eps": eps,
+        "val_accuracy": res.best_val_accuracy,
+        "pretrain_val_accuracy": pretrained.get("val_accuracy"),
+        "train_seconds_per_epoch": res.seconds_per_epoch,
+        "train_seconds": train_seconds,
+    }
+    row.update(evaluate_cell(res.model, ds, k, eps, cfg["evaluate"], int(cell["seed"])))
+    row["method_config"] = method.config()
+    row["_model"] = _model_bytes(res.model.cpu())
+    return row
+
+
+# ---------------------------------------------------------------------------- executors
+def _run_local(
+    fn: Callable[..., dict[str, Any]],
+    jobs: list[tuple[Any, ...]],
+    on_result: Callable[[int, dict[str, Any]], None],
+    progress: Any,
+) -> None:
+    for i, args in enumerate(jobs):
+        on_result(i, fn(*args))
+        progress.update(1)
+
+
+def _run_ray(
+    fn: Callable[..., dict[str, Any]],
+    jobs: list[tuple[Any, ...]],
+    on_result: Callable[[int, dict[str, Any]], None],
+    progress: Any,
+    address: str | None,
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("executor='ray' needs Ray: pip install 'r2et[ray]'") from None
+    if not ray.is_initialized():
+        env = {k: os.environ[k] for k in ("R2ET_DATA", "R2ET_CACHE") if k in os.environ}
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": env} if env else None,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    remote = ray.remote(num_gpus=gpus, max_retries=1)(fn)
+    pending = {remote.remote(*args): i for i, args in enumerate(jobs)}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            on_result(pending.pop(ref), ray.get(ref))
+            progress.update(1)
+
+
+def _execute(
+    executor: str,
+    fn: Callable[..., dict[str, Any]],
+    jobs: list[tuple[Any, ...]],
+    on_result: Callable[[int, dict[str, Any]], None],
+    desc: str,
+    show: bool,
+    address: str | None,
+) -> None:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(jobs), desc=desc, disable=not show or not jobs, unit="cell") as bar:
+        if executor == "ray":
+            _run_ray(fn, jobs, on_result, bar, address)
+        else:
+            _run_local(fn, jobs, on_result, bar)
+
+
+# ---------------------------------------------------------------------------- driver
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change results (not where or how fast they are computed)."""
+    return {k: v for k, v in cfg.items() if k not in ("device", "threads", "save_models")}
+
+
+def run_bench(
+    cfg: BenchConfig,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    resume: bool = False,
+    address: str | None = None,
+    progress: bool = True,
+    report: bool = True,
+    cells: Iterable[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) the benchmark ``cfg`` into folder ``out``; returns the result rows.
+
+    Writes ``config.json`` (resolved configuration), ``pretrain/`` (one vanilla checkpoint per
+    dataset and seed), ``cells/`` (one JSON per finished cell), ``models/`` (fine-tuned
+    checkpoints), ``results.csv``, ``results.json``, and with ``report`` ``report.md`` and
+    ``plots/*.png``. ``resume=True`` skips finished cells and reuses pre-trained models; a
+    folder that already holds results is refused without it, and a resumed run must have the
+    same result-relevant configuration.
+    """
+    from r2et.train import load_run, save_run
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor={executor!r} is not supported; allowed: {list(EXECUTORS)}")
+    cfg.validate()
+    out = Path(out)
+    store = ResultStore(out)
+    config = cfg.to_dict()
+    cfg_path = out / "config.json"
+    if store.has_results() or cfg_path.exists():
+        if not resume:
+            raise ValueError(
+                f"{out} already holds a benchmark; pass --resume to continue it or choose "
+                "another --out"
+            )
+        if cfg_path.exists():
+            old = read_json(cfg_path)
+            diff = sorted(
+                k
+                for k in set(_comparable(old)) | set(_comparable(config))
+                if old.get(k) != config.get(k)
+            )
+            if diff:
+                raise ValueError(
+                    f"cannot resume {out}: its configuration differs in {diff}; "
+                    "use the same settings or another --out"
+                )
+    atomic_write_json(cfg_path, config)
+    todo = [c for c in (cells if cells is not None else grid_cells(cfg)) if not store.is_done(c)]
+
+    # 1. pre-train (dataset, seed) pairs that still have cells to run
+    pretrained: dict[tuple[str, int], dict[str, Any]] = {}
+    need = sorted({(c["dataset"], c["seed"]) for c in todo})
+    missing = []
+    for ds_name, seed in need:
+        folder = out / "pretrain" / f"{ds_name}__seed{seed}"
+        if (folder / "model.safetensors").is_file():
+            run = load_run(folder)
+            blob = _model_bytes(run.model)
+            blob["val_accuracy"] = run.metrics.get("val_accuracy")
+            pretrained[(ds_name, seed)] = blob
+        else:
+            missing.append((ds_name, seed))
+
+    def save_pretrained(i: int, result: dict[str, Any]) -> None:
+        ds_name, seed = missing[i]
+        model = _model_from_bytes(result)
+        save_run(
+            out / "pretrain" / f"{ds_name}__seed{seed}",
+            model,
+            {
+                "dataset": ds_name,
+                "seed": seed,
+                "method": "vanilla",
+                "stage": "pretrain",
+                "settings": config["pretrain"],
+            },
+            {"val_accuracy": result["val_accuracy"], "seconds": result["seconds"]},
+        )
+        pretrained[(ds_name, seed)] = result
+
+    _execute(
+        executor,
+        pretrain_task,
+        [(d, s, config) for d, s in missing],
+        save_pretrained,
+        "pre-train",
+        progress,
+        address,
+    )
+
+    # 2. the grid
+    def save_cell(i: int, row: dict[str, Any]) -> None:
+        cell = todo[i]
+        blob = row.pop("_model")
+        if cfg.save_models:
+            model = _model_from_bytes(blob)
+            save_run(
+                out / "models" / cell_key(cell),
+                model,
+                {**cell, "stage": "finetune", "method_config": row["method_config"]},
+                {k: v for k, v in row.items() if not isinstance(v, dict)},
+            )
+        store.save_cell(cell, row)
+        store.write_tables()
+
+    jobs = [(c, config, pretrained[(c["dataset"], c["seed"])]) for c in todo]
+    _execute(executor, cell_task, jobs, save_cell, "cells", progress, address)
+    rows = store.write_tables()
+    if report:
+        from r2et.bench.report import write_report
+
+        write_report(out, rows, cfg)
+    return rows

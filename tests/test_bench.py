@@ -1,0 +1,196 @@
+"""Benchmark grid: end to end, resume after a kill, Ray executor, selection rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from r2et.bench import BenchConfig, ResultStore, grid_cells, load_config, run_bench
+from r2et.bench.report import results_table, select
+
+TOML = """
+datasets = ["breast-cancer"]
+methods = ["vanilla", "r2et-noh"]
+seeds = [0, 1]
+threads = 1
+max_acc_drop = 0.05
+
+[pretrain]
+epochs = 3
+batch_size = 64
+
+[finetune]
+epochs = 1
+batch_size = 64
+
+[evaluate]
+n = 40
+steps = 5
+budgets = [0.5, 1.0]
+thickness_samples = 2
+thickness_steps = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def toml_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "grid.toml"
+    path.write_text(TOML)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, toml_path):
+    """The 2 x 2 grid (2 methods x 2 seeds) run uninterrupted, in process."""
+    out = tmp_path_factory.mktemp("bench") / "full"
+    cfg = load_config(toml_path)
+    rows = run_bench(cfg, out, progress=False)
+    return cfg, out, rows
+
+
+def test_grid_runs_end_to_end_and_writes_all_outputs(full_run):
+    cfg, out, rows = full_run
+    assert len(rows) == 4 == len(grid_cells(cfg))
+    for name in ("results.csv", "results.json", "report.md", "config.json"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "cells").glob("*.json"))) == 4
+    assert len(list((out / "pretrain").iterdir())) == 2  # one per seed
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert plots == ["accuracy_vs_p_at_k.png", "p_at_k_vs_budget.png", "training_cost.png"]
+    for p in (out / "plots").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "Selection rule" in report and "| vanilla |" in report and "| r2et-noh |" in report
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    for col in (
+        "dataset",
+        "method",
+        "seed",
+        "accuracy",
+        "val_accuracy",
+        "erattack_p_at_k_mean",
+        "mse_p_at_k_mean",
+        "thickness",
+        "train_seconds_per_epoch",
+    ):
+        assert col in header
+    for r in rows:
+        assert 0.5 < r["accuracy"] <= 1 and 0 <= r["erattack_p_at_k_mean"] <= 1
+        assert set(r["curve"]) == {f"{0.5 * r['eps']:g}", f"{r['eps']:g}"}
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["finetune"]["epochs"] == 1
+
+
+def test_existing_folder_needs_resume(full_run):
+    cfg, out, _ = full_run
+    with pytest.raises(ValueError, match="--resume"):
+        run_bench(cfg, out, progress=False)
+    changed = BenchConfig.from_dict({**cfg.to_dict(), "max_acc_drop": 0.5})
+    with pytest.raises(ValueError, match="max_acc_drop"):
+        run_bench(changed, out, resume=True, progress=False)
+
+
+def test_kill_then_resume_recomputes_nothing_and_matches(full_run, toml_path, tmp_path):
+    cfg, _, rows = full_run
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "r2et.cli",
+        "bench",
+        str(toml_path),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cells = out / "cells"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if cells.is_dir() and any(cells.glob("*.json")):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.read_bytes() for p in cells.glob("*.json")}
+    assert 1 <= len(finished) < 4, "the kill must land after the first cell and before the last"
+    stamps = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
+    # no half-written files are left behind as results
+    assert all(json.loads(b) for b in finished.values())
+    res = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    for name, data in finished.items():
+        assert (cells / name).read_bytes() == data
+        assert (cells / name).stat().st_mtime_ns == stamps[name]
+    resumed = ResultStore(out).rows()
+    assert results_table(resumed, cfg.max_acc_drop) == results_table(rows, cfg.max_acc_drop)
+
+
+def test_ray_executor_matches_local(full_run, tmp_path):
+    ray = pytest.importorskip("ray")
+    cfg, _, rows = full_run
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray_rows = run_bench(cfg, tmp_path / "ray", executor="ray", progress=False, report=False)
+    finally:
+        ray.shutdown()
+    assert len(ray_rows) == len(rows)
+    for a, b in zip(rows, ray_rows):
+        assert a["key"] == b["key"]
+        for col in ("accuracy", "val_accuracy", "erattack_p_at_k_mean", "mse_p_at_k_mean"):
+            assert a[col] == pytest.approx(b[col], abs=1e-6), (a["key"], col)
+
+
+def _row(dataset, method, weight, seed, val, patk):
+    return {
+        "dataset": dataset,
+        "method": method,
+        "weight_name": None if weight is None else "lam",
+        "weight": weight,
+        "seed": seed,
+        "val_accuracy": val,
+        "accuracy": val,
+        "erattack_p_at_k_mean": patk,
+        "mse_p_at_k_mean": patk,
+    }
+
+
+def test_selection_rule_prefers_stable_settings_within_accuracy_budget():
+    rows = [
+        _row("d", "vanilla", None, 0, 0.90, 0.40),
+        _row("d", "r2et", 0.1, 0, 0.895, 0.50),
+        _row("d", "r2et", 1.0, 0, 0.885, 0.70),  # within 2 points: chosen
+        _row("d", "r2et", 10.0, 0, 0.70, 0.95),  # best P@k but too inaccurate
+        _row("d", "sp", 1.0, 0, 0.60, 0.90),  # no admissible setting: most accurate, marked
+        _row("d", "sp", 2.0, 0, 0.65, 0.80),
+    ]
+    chosen = select(rows, 0.02)
+    assert chosen[("d", "r2et")]["setting"] == ("lam", 1.0)
+    assert chosen[("d", "sp")]["setting"] == ("lam", 2.0) and not chosen[("d", "sp")]["admissible"]
+    table = results_table(rows, 0.02)
+    assert "**0.700**" in table and "†" in table
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_config(datasets=["nope"])
+    with pytest.raises(ValueError, match="unknown method"):
+        load_config(methods=["vanilla", "magic"])
+    with pytest.raises(ValueError, match="vanilla"):
+        load_config(methods=["r2et"])
+    with pytest.raises(ValueError, match="unknown benchmark setting"):
+        load_config(colour="blue")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("datasets = [")
+    with pytest.raises(ValueError, match="TOML"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.toml")

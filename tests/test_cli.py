@@ -1,0 +1,98 @@
+"""The ``r2et`` command: the happy path of each command and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from r2et.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "r2et.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["train", "no-such-data", "--out", "x"], "no-such-data"),
+        (["train", "breast-cancer", "--method", "magic", "--out", "x", "--epochs", "1"], "magic"),
+        (["bench", "--datasets", "nope"], "nope"),
+        (["bench", "--seeds", "a,b"], "seeds"),
+        (["evaluate", "/nonexistent/run"], "nonexistent"),
+        (["explain", "/nonexistent/run"], "nonexistent"),
+        (["train"], "dataset"),
+        (["frobnicate"], "frobnicate"),
+        (["evaluate", "r", "--attack", "fgsm"], "fgsm"),
+    ],
+)
+def test_errors_are_one_line_exit_2(args, match):
+    res = run_cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert match in lines[0] and "Traceback" not in res.stderr
+
+
+def test_train_evaluate_explain_round_trip(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "breast-cancer",
+                "--method",
+                "r2et",
+                "--epochs",
+                "2",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--param",
+                "mu=0.0",
+            ]
+        )
+        == 0
+    )
+    for name in ("model.safetensors", "config.json", "metrics.json"):
+        assert (run / name).is_file()
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--steps",
+                "3",
+                "--n",
+                "20",
+                "--eps",
+                "0.2",
+                "--thickness-radius",
+                "0.2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "erattack" in out and "mse" in out and "thickness" in out
+    assert (run / "evaluation_test.json").is_file()
+    png = tmp_path / "s.png"
+    assert main(["explain", str(run), "--index", "2", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["explain", str(run), "--index", "100000", "--out", str(png)]) == 2
+
+
+def test_listing_commands(capsys):
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("adult", "breast-cancer", "mutag", "csv"):
+        assert name in listing
+    assert main(["methods"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listing][:3] == ["vanilla", "wd", "sp"]
+    assert len(listing) == 11
