@@ -3,6 +3,15 @@
 ``build_model(name, input_shape, n_classes, **kw)`` returns an ``nn.Module`` whose
 ``r2et_spec`` attribute is a JSON-ready dict; ``build_model(**spec)`` rebuilds it, which is how
 checkpoints restore models without unpickling.
+
+* ``mlp`` (any input, flattened), ``cnn`` (two conv blocks, ``(C, 28|32, 28|32)``),
+* ``resnet9`` (ResNet-9 for CIFAR-sized ``(C, 32, 32)``; GroupNorm by default, see
+  :class:`ResNet9`),
+* ``gcn`` (dense GCN on padded graphs ``(nodes, d)``, called as ``model(x, adj=..., mask=...)``
+  with the dataset's ``forward_kwargs``).
+
+Nonlinearities are ``nn.ReLU`` modules (never functional), so :func:`relu_to_softplus` can swap
+them; no model except ``resnet9(norm="batch")`` has batch statistics.
 """
 
 from __future__ import annotations
@@ -86,6 +95,176 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+NORMS = ("group", "batch", "none")
+POOLS = ("sum", "mean", "max")
+READOUTS = ("last", "concat")
+
+
+def _norm(kind: str, channels: int, groups: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(groups, channels), channels)
+    return nn.Identity()
+
+
+class _ConvBlock(nn.Sequential):
+    """``conv3×3 → norm → act`` (→ ``maxpool2`` when ``pool``)."""
+
+    def __init__(
+        self, c_in: int, c_out: int, norm: str, groups: int, act: nn.Module, pool: bool
+    ) -> None:
+        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none")]
+        layers += [_norm(norm, c_out, groups), act]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        super().__init__(*layers)
+
+
+class _Residual(nn.Module):
+    """``x + f(x)`` for two conv blocks ``f`` that keep the shape."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNet9(nn.Module):
+    """ResNet-9 (the DAWNBench CIFAR-10 network of D. Page, 2018) for 32×32 images:
+
+    ``prep(w) → [conv(2w) + pool, res(2w)] → conv(4w) + pool → [conv(8w) + pool, res(8w)]
+    → global max-pool → Linear``, each conv ``3×3 → norm → act``.
+
+    ``norm="group"`` (default, GroupNorm with ``groups`` groups) keeps samples independent, so
+    per-sample input gradients are exact in train and eval mode alike; ``norm="batch"``
+    (BatchNorm) mixes samples through batch statistics in train mode, so per-sample gradients
+    are exact only in eval mode; ``norm="none"`` uses biased convs without normalisation.
+    Activations are ``nn.ReLU`` modules (or Softplus), so :func:`relu_to_softplus` applies.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: int = 64,
+        norm: str = "group",
+        groups: int = 8,
+        activation: str = "relu",
+        beta: float = 10.0,
+    ) -> None:
+        super().__init__()
+        check_choice("norm", norm, NORMS)
+        w = int(width)
+        if w < 1:
+            raise ValueError(f"width must be an int >= 1, got {width!r}")
+
+        def block(c_in: int, c_out: int, pool: bool = False) -> nn.Module:
+            return _ConvBlock(c_in, c_out, norm, groups, _activation(activation, beta), pool)
+
+        self.features = nn.Sequential(
+            block(in_channels, w),
+            block(w, 2 * w, pool=True),
+            _Residual(nn.Sequential(block(2 * w, 2 * w), block(2 * w, 2 * w))),
+            block(2 * w, 4 * w, pool=True),
+            block(4 * w, 8 * w, pool=True),
+            _Residual(nn.Sequential(block(8 * w, 8 * w), block(8 * w, 8 * w))),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(8 * w, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class DenseGCNLayer(nn.Module):
+    """One graph convolution (Kipf & Welling, ICLR 2017) on dense padded graphs:
+    ``H' = act(Â H W + b)``, with ``Â`` the normalised adjacency ``(N, n, n)`` given at call
+    time; rows of padded nodes are zeroed by the node mask."""
+
+    def __init__(self, in_features: int, out_features: int, act: nn.Module) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.act = act
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.act(adj @ self.linear(h)) * mask.unsqueeze(-1)
+
+
+class GCN(nn.Module):
+    """Graph classifier: dense GCN layers, a masked pooling over nodes, a two-layer head.
+
+    ``forward(x, adj, mask=None)``: ``x`` ``(N, n, d)`` node features, ``adj`` ``(N, n, n)``
+    normalised adjacency (``D̂^{-1/2}(A+I)D̂^{-1/2}``, from the dataset's ``forward_kwargs``),
+    ``mask`` ``(N, n)`` 1 for real nodes (all ones when None). The input is multiplied by the
+    mask first, so padded nodes get exactly zero attribution (their gradient is 0) and never
+    outrank real nodes. Pooling ``pool``: sum, mean or max over real nodes. No batch
+    statistics: samples are independent.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        hidden: Sequence[int] = (64, 64, 64),
+        pool: str = "sum",
+        activation: str = "relu",
+        beta: float = 10.0,
+        readout: str = "last",
+    ) -> None:
+        super().__init__()
+        check_choice("pool", pool, POOLS)
+        check_choice("readout", readout, READOUTS)
+        self.readout = readout
+        if len(hidden) == 0:
+            raise ValueError("hidden must list at least one GCN layer width")
+        self.pool = pool
+        widths = [in_features] + [int(h) for h in hidden]
+        self.layers = nn.ModuleList(
+            DenseGCNLayer(a, b, _activation(activation, beta)) for a, b in zip(widths, widths[1:])
+        )
+        width = sum(widths) if readout == "concat" else widths[-1]
+        self.head = nn.Sequential(
+            nn.Linear(width, widths[-1]),
+            _activation(activation, beta),
+            nn.Linear(widths[-1], n_classes),
+        )
+
+    def _pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pool == "sum":
+            return h.sum(1)
+        if self.pool == "mean":
+            return h.sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+        neg = torch.finfo(h.dtype).min
+        return h.masked_fill(mask.unsqueeze(-1) == 0, neg).amax(1)
+
+    def forward(
+        self, x: torch.Tensor, adj: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if adj is None:
+            raise ValueError("gcn needs adj=<(N, nodes, nodes) adjacency> (forward_kwargs)")
+        if x.dim() != 3 or adj.shape != (x.shape[0], x.shape[1], x.shape[1]):
+            raise ValueError(
+                f"gcn needs x (N, nodes, d) and adj (N, nodes, nodes), got {tuple(x.shape)} "
+                f"and {tuple(adj.shape)}"
+            )
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        mask = mask.to(x.dtype)
+        h = x * mask.unsqueeze(-1)
+        adj = adj.to(x.dtype)
+        pooled = [self._pool(h, mask)] if self.readout == "concat" else []
+        for layer in self.layers:
+            h = layer(h, adj, mask)
+            if self.readout == "concat":
+                pooled.append(self._pool(h, mask))
+        g = torch.cat(pooled, dim=1) if self.readout == "concat" else self._pool(h, mask)
+        return self.head(g)
+
+
 def _build_mlp(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
     f = 1
     for d in input_shape:
@@ -100,7 +279,24 @@ def _build_cnn(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Modu
     return SmallCNN(c, h, w, n_classes, **kw)
 
 
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": _build_mlp, "cnn": _build_cnn}
+def _build_resnet9(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(f"resnet9 needs input_shape (C, H, W), got {tuple(input_shape)}")
+    return ResNet9(int(input_shape[0]), n_classes, **kw)
+
+
+def _build_gcn(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
+    if len(input_shape) != 2:
+        raise ValueError(f"gcn needs input_shape (nodes, node_features), got {tuple(input_shape)}")
+    return GCN(int(input_shape[1]), n_classes, **kw)
+
+
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _build_mlp,
+    "cnn": _build_cnn,
+    "resnet9": _build_resnet9,
+    "gcn": _build_gcn,
+}
 
 
 def list_models() -> list[str]:

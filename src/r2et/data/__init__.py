@@ -1,5 +1,11 @@
-"""Datasets: a registry of loaders returning :class:`~r2et.data.base.Dataset` objects."""
+"""Datasets: a registry of loaders returning :class:`~r2et.data.base.Dataset` objects.
+
+``load_dataset(name, root=None, download=True, seed=0, **kw)`` and ``list_datasets()``; see
+:mod:`r2et.data.download` for where files are looked up and how they are verified. Importing
+this package reads no file and touches no network.
+"""
 
 from r2et.data.base import Dataset, slice_forward_kwargs
+from r2et.data.registry import list_datasets, load_dataset
 
-__all__ = ["Dataset", "slice_forward_kwargs"]
+__all__ = ["Dataset", "list_datasets", "load_dataset", "slice_forward_kwargs"]
