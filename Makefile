@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/r2et demo
+	$(VENV)/bin/r2et bench --out bench-out --resume
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

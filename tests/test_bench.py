@@ -194,3 +194,26 @@ def test_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_failing_cell_is_recorded_and_retried_on_resume(tmp_path, monkeypatch, toml_path):
+    import r2et.bench.runner as runner
+
+    cfg = load_config(toml_path, seeds=[0])
+    real = runner._cell_task
+
+    def flaky(cell, config, pretrained):
+        if cell["method"] == "r2et-noh":
+            raise RuntimeError("simulated failure")
+        return real(cell, config, pretrained)
+
+    monkeypatch.setattr(runner, "_cell_task", flaky)
+    with pytest.warns(UserWarning, match="simulated failure"):
+        rows = run_bench(cfg, tmp_path, progress=False, report=False)
+    assert [r["method"] for r in rows] == ["vanilla"]
+    errors = list((tmp_path / "errors").glob("*.json"))
+    assert len(errors) == 1 and "simulated failure" in errors[0].read_text()
+    monkeypatch.setattr(runner, "_cell_task", real)
+    rows = run_bench(cfg, tmp_path, resume=True, progress=False, report=False)
+    assert sorted(r["method"] for r in rows) == ["r2et-noh", "vanilla"]
+    assert not list((tmp_path / "errors").glob("*.json"))

@@ -35,6 +35,11 @@ def _params(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _num(v: float | None) -> str:
+    """A metric for printing: three decimals, or 'n/a' where it is undefined (None)."""
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _dataset_name(config: dict[str, Any]) -> tuple[str, int]:
     ds = config.get("dataset")
     name = ds.get("name") if isinstance(ds, dict) else ds
@@ -164,8 +169,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{name} ({args.split}, n={res['n']}, k={k}): accuracy {res['accuracy']:.4f}")
     for a, vals in res.get("attacks", {}).items():
         print(
-            f"  {a:9s} eps={eps:g} steps={args.steps}: P@{k} {vals['p_at_k_mean']:.3f} "
-            f"± {vals['p_at_k_std']:.3f}, Kendall {vals['kendall_mean']:.3f}, "
+            f"  {a:9s} eps={eps:g} steps={args.steps}: P@{k} {_num(vals['p_at_k_mean'])} "
+            f"± {_num(vals['p_at_k_std'])}, Kendall {_num(vals['kendall_mean'])}, "
             f"{vals['seconds']:.1f} s"
         )
     if "thickness" in res:
@@ -215,6 +220,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(selection_rule_text(cfg.max_acc_drop))
     print(results_table(rows, cfg.max_acc_drop, cfg.methods))
     print(f"-> {Path(args.out) / 'report.md'}")
+    failed = sorted((Path(args.out) / "errors").glob("*.json"))
+    if failed:
+        print(
+            f"r2et: {len(failed)} cell(s) failed, see {failed[0].parent}; rerun with --resume",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

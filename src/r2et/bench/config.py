@@ -34,9 +34,10 @@ class BenchConfig:
     ``grid`` maps a method to the values of its main weight (``TrainingMethod.weight_name``);
     a method without an entry runs once with its defaults. ``datasets_options`` maps a dataset
     to overrides: ``eps`` (attack budget), ``k``, ``model`` (a model spec), ``load`` (keyword
-    arguments of ``load_dataset``). Selection rule: per dataset and method, the setting with the
-    best ERAttack P@k among those whose mean validation accuracy is within ``max_acc_drop`` of
-    vanilla's.
+    arguments of ``load_dataset``), and ``pretrain``/``finetune``/``evaluate`` tables that
+    update the global ones for that dataset. Selection rule: per dataset and method, the
+    setting with the best ERAttack P@k among those whose mean validation accuracy is within
+    ``max_acc_drop`` of vanilla's.
     """
 
     datasets: list[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any
     name = spec.pop("name")
     torch.manual_seed(seed)
     model = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
-    pre = cfg["pretrain"]
+    pre = {**cfg["pretrain"], **opts.get("pretrain", {})}
     t0 = time.perf_counter()
     val_acc = None
     if int(pre["epochs"]) > 0:
@@ -190,17 +191,29 @@ def cell_task(
     cell: dict[str, Any], cfg: dict[str, Any], pretrained: dict[str, Any]
 ) -> dict[str, Any]:
     """Fine-tune the pre-trained model with the cell's method and evaluate it; returns the
-    result row (JSON-ready) with the fine-tuned model as bytes under ``"_model"``."""
+    result row (JSON-ready) with the fine-tuned model as bytes under ``"_model"``, or
+    ``{"_error": ...}`` when the cell fails (the grid goes on; the cell stays unfinished)."""
+    try:
+        return _cell_task(cell, cfg, pretrained)
+    except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
+        import traceback
+
+        return {"_error": f"{type(err).__name__}: {err}", "_traceback": traceback.format_exc()}
+
+
+def _cell_task(
+    cell: dict[str, Any], cfg: dict[str, Any], pretrained: dict[str, Any]
+) -> dict[str, Any]:
     from r2et.methods import get_method
     from r2et.train import fit
 
     _setup_threads(cfg)
     ds = _load(cell["dataset"], cell["seed"], cfg)
-    k, eps, _ = _dataset_settings(cfg, ds)
+    k, eps, opts = _dataset_settings(cfg, ds)
     model = _model_from_bytes(pretrained)
     weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
     method = get_method(cell["method"], k=k, **weights)
-    ft = cfg["finetune"]
+    ft = {**cfg["finetune"], **opts.get("finetune", {})}
     t0 = time.perf_counter()
     res = fit(
         model,
@@ -225,7 +238,8 @@ def cell_task(
         "train_seconds_per_epoch": res.seconds_per_epoch,
         "train_seconds": train_seconds,
     }
-    row.update(evaluate_cell(res.model, ds, k, eps, cfg["evaluate"], int(cell["seed"])))
+    ev = {**cfg["evaluate"], **opts.get("evaluate", {})}
+    row.update(evaluate_cell(res.model, ds, k, eps, ev, int(cell["seed"])))
     row["method_config"] = method.config()
     row["_model"] = _model_bytes(res.model.cpu())
     return row
@@ -388,8 +402,16 @@ def run_bench(
     )
 
     # 2. the grid
+    failed: list[str] = []
+
     def save_cell(i: int, row: dict[str, Any]) -> None:
         cell = todo[i]
+        if "_error" in row:
+            failed.append(cell_key(cell))
+            atomic_write_json(out / "errors" / f"{cell_key(cell)}.json", {**cell, **row})
+            warnings.warn(f"cell {cell_key(cell)} failed: {row['_error']}", stacklevel=1)
+            return
+        (out / "errors" / f"{cell_key(cell)}.json").unlink(missing_ok=True)
         blob = row.pop("_model")
         if cfg.save_models:
             model = _model_from_bytes(blob)
@@ -405,6 +427,12 @@ def run_bench(
     jobs = [(c, config, pretrained[(c["dataset"], c["seed"])]) for c in todo]
     _execute(executor, cell_task, jobs, save_cell, "cells", progress, address)
     rows = store.write_tables()
+    if failed:
+        warnings.warn(
+            f"{len(failed)} cell(s) failed (details in {out / 'errors'}): {', '.join(failed)}; "
+            "rerun with --resume to retry them",
+            stacklevel=2,
+        )
     if report:
         from r2et.bench.report import write_report
 
