@@ -217,3 +217,19 @@ def test_a_failing_cell_is_recorded_and_retried_on_resume(tmp_path, monkeypatch,
     rows = run_bench(cfg, tmp_path, resume=True, progress=False, report=False)
     assert sorted(r["method"] for r in rows) == ["r2et-noh", "vanilla"]
     assert not list((tmp_path / "errors").glob("*.json"))
+
+
+def test_model_bytes_round_trip_keeps_softplus_transform():
+    """Models cross to Ray workers as spec + transforms + safetensors bytes; sp's Softplus
+    must survive the trip (rebuilding from the spec alone would bring ReLUs back)."""
+    import torch
+
+    from r2et import build_model, get_method
+    from r2et.bench.runner import _model_bytes, _model_from_bytes
+
+    torch.manual_seed(0)
+    model = get_method("sp", beta=5.0).prepare(build_model("mlp", [6], 2, hidden=[8]))
+    back = _model_from_bytes(_model_bytes(model))
+    x = torch.randn(4, 6)
+    assert torch.equal(model(x), back(x))
+    assert any(isinstance(m, torch.nn.Softplus) for m in back.modules())

@@ -78,18 +78,26 @@ def _load(name: str, seed: int, cfg: dict[str, Any]) -> Any:
 
 
 def _model_bytes(model: torch.nn.Module) -> dict[str, Any]:
+    """A model as plain data (spec, architecture transforms, safetensors bytes): what crosses
+    process and machine boundaries between the driver and Ray workers, never a pickle."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return {"spec": dict(model.r2et_spec), "state": save(state)}
+    return {
+        "spec": dict(model.r2et_spec),
+        "transforms": list(getattr(model, "r2et_transforms", [])),
+        "state": save(state),
+    }
 
 
 def _model_from_bytes(blob: dict[str, Any]) -> torch.nn.Module:
+    """Inverse of :func:`_model_bytes`: rebuild, re-apply transforms (``sp``), load tensors."""
     from safetensors.torch import load
 
     from r2et.models import build_model
+    from r2et.train import apply_transforms
 
-    model = build_model(**blob["spec"])
+    model = apply_transforms(build_model(**blob["spec"]), blob.get("transforms", []))
     model.load_state_dict(load(blob["state"]))
     return model
 

@@ -1,0 +1,539 @@
+"""Training methods against independent computations: brute-force pairwise gaps, torch.func
+Hessians, explicit Jacobians and eigen-decompositions, Captum-free gradient checks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_cnn, make_mlp
+from torch import nn
+from torch.func import hessian
+
+from r2et import Explainer, build_model
+from r2et.methods import (
+    get_method,
+    input_hessian,
+    list_methods,
+    method_from_config,
+    normalize_scores,
+    ranking_gap,
+    ssr_term,
+    topk_gap_of,
+)
+from r2et.metrics import topk_mask
+from r2et.models import has_relu, list_models
+
+DESIGN_ORDER = [
+    "vanilla",
+    "wd",
+    "sp",
+    "est-h",
+    "exact-h",
+    "ssr",
+    "at",
+    "r2et",
+    "r2et-mm",
+    "r2et-noh",
+    "r2et-mm-noh",
+]
+
+
+def _x(shape, seed=1, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _labels(n, c=3, seed=2):
+    return torch.randint(0, c, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def _method(name, k=3, **kw):
+    if name == "at":
+        kw.setdefault("at_steps", 2)
+    return get_method(name, k=k, **kw)
+
+
+def _gcn_case():
+    torch.manual_seed(0)
+    model = build_model("gcn", [5, 4], 3, hidden=[8, 8]).double().eval()
+    n = 4
+    x = _x((n, 5, 4))
+    a = (torch.rand(n, 5, 5, generator=torch.Generator().manual_seed(3)) > 0.5).double()
+    a = ((a + a.transpose(1, 2)) > 0).double() + torch.eye(5, dtype=torch.float64)
+    d = a.sum(-1).rsqrt()
+    adj = d[:, :, None] * a * d[:, None, :]
+    mask = torch.ones(n, 5, dtype=torch.float64)
+    mask[0, 4] = 0
+    return model, x, {"adj": adj, "mask": mask}
+
+
+CASES = {
+    "mlp": lambda: (make_mlp(), _x((6, 10)), {}),
+    "cnn": lambda: (make_cnn(), _x((4, 2, 8, 8)), {}),
+}
+if "gcn" in list_models():
+    CASES["gcn"] = _gcn_case
+
+
+# ------------------------------------------------------------------------------ the table
+def test_list_methods_is_the_design_order():
+    assert list_methods() == DESIGN_ORDER
+
+
+def test_weight_names_and_defaults():
+    expected = {
+        "vanilla": None,
+        "wd": "weight_decay",
+        "sp": "beta",
+        "est-h": "mu",
+        "exact-h": "mu",
+        "ssr": "beta",
+        "at": "lam",
+        "r2et": "lam",
+        "r2et-mm": "lam",
+        "r2et-noh": "lam",
+        "r2et-mm-noh": "lam",
+    }
+    for name, weight in expected.items():
+        m = get_method(name, k=8)
+        assert m.weight_name == weight
+        if weight is not None:
+            assert weight in m.hyperparameters
+            swept = get_method(name, k=8, **{weight: 0.5})
+            assert swept.hyperparameters[weight] == 0.5
+        if name != "vanilla" and name not in ("wd", "sp"):
+            assert m.hyperparameters["adaptive"] is False
+
+
+def test_config_is_json_and_round_trips():
+    for name in list_methods():
+        m = get_method(name, k=4, explainer=Explainer("smoothgrad", n_samples=3, seed=1))
+        cfg = json.loads(json.dumps(m.config()))
+        assert cfg["name"] == name and cfg["k"] == 4
+        assert cfg["explainer"]["method"] == "smoothgrad"
+        assert cfg["hyperparameters"] == m.hyperparameters
+        again = method_from_config(cfg)
+        assert again.config() == m.config()
+
+
+def test_default_explainer_outputs():
+    assert get_method("r2et", k=8).explainer.output == "logit"
+    assert get_method("at", k=8).explainer.output == "logit"
+    assert get_method("est-h").explainer.output == "loss"
+    assert get_method("exact-h").explainer.output == "loss"
+    assert (
+        get_method("r2et", k=8, explainer={"method": "grad", "output": "prob"}).explainer.output
+        == "prob"
+    )
+
+
+def test_optimizer_kwargs():
+    assert get_method("wd", weight_decay=0.25).optimizer_kwargs == {"weight_decay": 0.25}
+    for name in list_methods():
+        if name != "wd":
+            assert get_method(name, k=8).optimizer_kwargs == {}
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (("nope",), {"k": 8}, "allowed"),
+        (("r2et",), {}, "pass k"),
+        (("r2et",), {"k": 0}, "k must be"),
+        (("r2et",), {"k": 2.5}, "k must be"),
+        (("r2et",), {"k": 8, "lam": -1.0}, "lam"),
+        (("r2et",), {"k": 8, "mu": float("nan")}, "mu"),
+        (("r2et",), {"k": 8, "h": 0.0}, "h"),
+        (("wd",), {"weight_decay": -0.1}, "weight_decay"),
+        (("sp",), {"beta": 0}, "beta"),
+        (("ssr",), {"alpha": 1.5}, "alpha"),
+        (("r2et",), {"k": 8, "bogus": 1}, "unknown hyperparameter"),
+        (("r2et",), {"k": 8, "normalize": "max"}, "normalize"),
+        (("r2et",), {"k": 8, "adaptive": 1}, "adaptive"),
+        (("r2et-mm",), {"k": 2, "m": 3}, "m=3"),
+        (("r2et-mm",), {"k": 8, "m": 0}, "m must be"),
+        (("at",), {"k": 8, "at_steps": 0}, "at_steps"),
+        (("r2et",), {"k": 8, "explainer": "grad"}, "explainer"),
+    ],
+)
+def test_bad_arguments(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        get_method(*args, **kwargs)
+
+
+def test_k_checked_against_features_at_loss_time():
+    model, x, y = make_mlp(), _x((4, 10)), _labels(4)
+    for k in (10, 11):
+        with pytest.raises(ValueError, match="outside the allowed range"):
+            get_method("r2et", k=k).loss(model, x, y)
+    with pytest.raises(ValueError, match="batch size"):
+        get_method("vanilla").loss(model, x, y[:3])
+
+
+# ------------------------------------------------------------------------------ every method
+@pytest.mark.parametrize("arch", list(CASES))
+@pytest.mark.parametrize("name", DESIGN_ORDER)
+def test_loss_is_finite_and_reaches_every_parameter(arch, name):
+    model, x, fkw = CASES[arch]()
+    y = _labels(x.shape[0])
+    method = _method(name)
+    model = method.prepare(model)
+    loss, logs = method.loss(model, x, y, **fkw)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert all(isinstance(v, float) for v in logs.values()) and "ce" in logs
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name} on {arch}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name} on {arch}: non-finite gradient for {pname}"
+    total = sum(float(p.grad.abs().sum()) for p in model.parameters())
+    assert total > 0
+
+
+@pytest.mark.parametrize("name", ["r2et", "r2et-mm", "r2et-noh", "est-h", "exact-h", "ssr"])
+def test_regularisers_change_the_gradient(name):
+    """Every term contributes: the parameter gradient differs from plain cross-entropy."""
+    model, x = make_mlp(activation="softplus"), _x((6, 10))
+    y = _labels(6)
+    method = _method(name)
+    loss, _ = method.loss(model, x, y)
+    g_method = torch.autograd.grad(loss, list(model.parameters()))
+    ce = F.cross_entropy(model(x), y)
+    if name == "ssr":
+        ce = (1 - method.hyperparameters["alpha"]) * ce
+    g_ce = torch.autograd.grad(ce, list(model.parameters()))
+    diff = sum(float((a - b).abs().sum()) for a, b in zip(g_method, g_ce))
+    assert diff > 1e-8
+
+
+def test_vanilla_is_cross_entropy():
+    model, x, y = make_mlp(), _x((6, 10)), _labels(6)
+    loss, logs = get_method("vanilla").loss(model, x, y)
+    ref = F.cross_entropy(model(x), y).detach()
+    torch.testing.assert_close(loss.detach(), ref)
+    assert logs["ce"] == pytest.approx(float(ref))
+    acc = float((model(x).argmax(1) == y).double().mean())
+    assert logs["accuracy"] == pytest.approx(acc)
+
+
+# ------------------------------------------------------------------------------ gap terms
+def _pairwise(s, mask):
+    """Brute force: 1/(k(F-k)) Σ_{i∈T} Σ_{j∉T} (s_i − s_j), row by row."""
+    out = []
+    for row, m in zip(s.tolist(), mask.tolist()):
+        top = [v for v, t in zip(row, m) if t]
+        rest = [v for v, t in zip(row, m) if not t]
+        out.append(sum(a - b for a, b in itertools.product(top, rest)) / (len(top) * len(rest)))
+    return torch.tensor(out, dtype=s.dtype)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("normalize", ["none", "mean", "l2"])
+def test_gap_equals_brute_force_pairwise_sum(k, normalize):
+    s = _x((5, 8)).abs()
+    mask = topk_mask(s, k)
+    ours = ranking_gap(s, mask, normalize=normalize)
+    sn = s
+    if normalize == "mean":
+        sn = s / s.mean(1, keepdim=True)
+    elif normalize == "l2":
+        sn = s / s.pow(2).mean(1, keepdim=True).sqrt()
+    torch.testing.assert_close(ours, _pairwise(sn, mask))
+    torch.testing.assert_close(topk_gap_of(s, k, normalize=normalize), ours)
+    # an arbitrary (non-top) set T works too
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))[:k]
+    other = torch.zeros_like(mask)
+    other[:, perm] = True
+    torch.testing.assert_close(ranking_gap(s, other), _pairwise(s, other))
+
+
+def test_normalized_gap_is_scale_free():
+    s = _x((4, 9)).abs()
+    for normalize in ("mean", "l2"):
+        a = topk_gap_of(s, 3, normalize=normalize)
+        b = topk_gap_of(7.5 * s, 3, normalize=normalize)
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(topk_gap_of(s, 3), topk_gap_of(2 * s, 3))
+    torch.testing.assert_close(normalize_scores(s, "mean").mean(1), torch.ones(4, dtype=s.dtype))
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_mm_gap_with_m1_is_min_top_minus_max_rest(k):
+    s = _x((6, 9)).abs()
+    mask = topk_mask(s, k)
+    ref = torch.stack(
+        [r[m].min() - r[~m].max() for r, m in zip(s, mask)]  # brute force, row by row
+    )
+    torch.testing.assert_close(ranking_gap(s, mask, m=1), ref)
+    torch.testing.assert_close(topk_gap_of(s, k, m=1), ref)
+    # general m: the m weakest of T against the m strongest of the rest
+    m = 2
+    ref_m = torch.stack(
+        [
+            r[mk].sort().values[:m].mean() - r[~mk].sort().values[-m:].mean()
+            for r, mk in zip(s, mask)
+        ]
+    )
+    torch.testing.assert_close(ranking_gap(s, mask, m=m), ref_m)
+    torch.testing.assert_close(topk_gap_of(s, k, m=m), ref_m)
+
+
+def test_gap_gradient_matches_the_pairwise_form():
+    s = _x((3, 7)).abs().requires_grad_(True)
+    (g1,) = torch.autograd.grad(topk_gap_of(s, 3, normalize="mean").sum(), s)
+    s2 = s.detach().clone().requires_grad_(True)
+    mask = topk_mask(s2.detach(), 3)
+    sn = s2 / s2.mean(1, keepdim=True)
+    m = mask.double()
+    pair = ((sn[:, :, None] - sn[:, None, :]) * m[:, :, None] * (1 - m)[:, None, :]).sum((1, 2))
+    (g2,) = torch.autograd.grad((pair / (3 * 4)).sum(), s2)
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize(
+    "name, hp",
+    [
+        ("r2et-noh", {}),
+        ("r2et-noh", {"normalize": "none"}),
+        ("r2et-noh", {"normalize": "l2"}),
+        ("r2et-mm-noh", {}),
+        ("r2et-mm-noh", {"m": 2}),
+        ("r2et-mm-noh", {"m": 3, "normalize": "none"}),
+    ],
+)
+def test_gap_loss_is_the_gap_of_the_models_own_saliency(name, hp):
+    """Value and parameter gradient of the training path against the explainer's scores and
+    the brute-force pairwise / sorted forms."""
+    model, x, y = make_mlp(), _x((8, 10)), _labels(8)
+    method = get_method(name, k=3, lam=0.5, **hp)
+    loss, logs = method.loss(model, x, y)
+    m, normalize = hp.get("m", 1 if name == "r2et-mm-noh" else None), hp.get("normalize", "mean")
+    s = Explainer("grad").scores(model, x, create_graph=True)  # independent: the explainer
+    mask = topk_mask(s.detach(), 3)
+    sn = s
+    if normalize == "mean":
+        sn = s / s.mean(1, keepdim=True)
+    elif normalize == "l2":
+        sn = s / s.pow(2).mean(1, keepdim=True).sqrt()
+    if m is None:
+        ref = _pairwise(sn.detach(), mask).mean()
+        gap = ((sn[:, :, None] - sn[:, None, :]) * mask[:, :, None] * ~mask[:, None, :]).sum(
+            (1, 2)
+        ) / (3 * 7)
+    else:
+        rows = [
+            (r[mk].sort().values[:m].mean() - r[~mk].sort().values[-m:].mean())
+            for r, mk in zip(sn, mask)
+        ]
+        gap = torch.stack(rows)
+        ref = gap.detach().mean()
+    assert logs["gap"] == pytest.approx(float(ref), rel=1e-9)
+    ref_loss = F.cross_entropy(model(x), y) - 0.5 * gap.mean()
+    torch.testing.assert_close(loss.detach(), ref_loss.detach())
+    params = list(model.parameters())
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params)):
+        torch.testing.assert_close(a, b)
+
+
+def test_adaptive_weight_is_lam_ce_plus_one_over_term_detached():
+    model, x, y = make_mlp(), _x((8, 10)), _labels(8)
+    plain = get_method("r2et-noh", k=3, lam=0.7)
+    adapt = get_method("r2et-noh", k=3, lam=0.7, adaptive=True)
+    loss, logs = adapt.loss(model, x, y)
+    ce, gap = logs["ce"], logs["gap"]
+    assert float(loss.detach()) == pytest.approx(ce - 0.7 * (ce + 1) * gap / abs(gap), rel=1e-9)
+    # the gradient uses the detached weight: w * d(-gap)/dθ + dCE/dθ
+    params = list(model.parameters())
+    g_adapt = torch.autograd.grad(loss, params)
+    w = 0.7 * (ce + 1) / abs(gap)
+    p_loss, _ = get_method("r2et-noh", k=3, lam=w).loss(model, x, y)
+    g_ref = torch.autograd.grad(p_loss, params)
+    for a, b in zip(g_adapt, g_ref):
+        torch.testing.assert_close(a, b)
+    assert adapt.config()["hyperparameters"]["adaptive"] is True
+    assert plain.config()["hyperparameters"]["adaptive"] is False
+    # two terms, each scaled to the loss: CE - lam (CE+1) sign(gap) + mu (CE+1)
+    loss2, logs2 = get_method("r2et", k=3, lam=0.7, mu=0.2, adaptive=True).loss(model, x, y)
+    ce2 = logs2["ce"]
+    expected = ce2 - 0.7 * (ce2 + 1) * (1 if logs2["gap"] > 0 else -1) + 0.2 * (ce2 + 1)
+    assert float(loss2.detach()) == pytest.approx(expected, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------ saliency path
+@pytest.mark.parametrize("output", ["logit", "prob", "loss"])
+@pytest.mark.parametrize("method", ["grad", "grad_x_input", "ig"])
+def test_training_saliency_equals_the_explainer(output, method):
+    model, x, y = make_mlp(activation="softplus"), _x((5, 10)), _labels(5)
+    kw = {"n_steps": 4} if method == "ig" else {}
+    ex = Explainer(method, output=output, **kw)
+    m = get_method("r2et", k=3, explainer=ex)
+    logits, attr, target = m._saliency(model, x, y, {})
+    expected_target = y if output == "loss" else model(x).argmax(1)
+    assert torch.equal(target, expected_target)
+    torch.testing.assert_close(logits, model(x))
+    torch.testing.assert_close(attr, ex.attribute(model, x, expected_target))
+
+
+# ------------------------------------------------------------------------------ Hessian terms
+def _per_sample_grad_fn(model, output, target_i):
+    def f(xi):
+        logits = model(xi.unsqueeze(0))
+        t = torch.tensor([target_i])
+        if output == "logit":
+            return logits[0, target_i]
+        return F.cross_entropy(logits, t)
+
+    return f
+
+
+def test_est_h_approaches_the_hessian_vector_norm():
+    model, x, y = make_mlp(activation="softplus"), _x((6, 10)), _labels(6)
+    # exact ||H v|| per sample, v = sign(g(x)) with g the loss gradient (est-h's default)
+    exact = []
+    for i in range(6):
+        f = _per_sample_grad_fn(model, "loss", int(y[i]))
+        g = torch.func.grad(f)(x[i])
+        hv = hessian(f)(x[i]) @ torch.sign(g)
+        exact.append(hv.norm())
+    exact = torch.stack(exact).mean().detach()
+    errors = []
+    for h in (1e-1, 1e-2, 1e-3, 1e-4):
+        _, logs = get_method("est-h", mu=1.0, h=h).loss(model, x, y)
+        errors.append(abs(logs["hess"] - float(exact)))
+    assert errors[-1] < 1e-5 * max(1.0, float(exact))
+    assert errors[0] > errors[2] > errors[3]
+
+
+@pytest.mark.parametrize("name", ["r2et", "r2et-mm"])
+def test_r2et_loss_is_ce_gap_and_normalised_finite_difference(name):
+    model, x, y = make_mlp(), _x((6, 10)), _labels(6)
+    h, lam, mu = 0.3, 0.2, 0.7
+    loss, logs = get_method(name, k=3, h=h, lam=lam, mu=mu).loss(model, x, y)
+    ex = Explainer("grad")
+    t = model(x).argmax(1)
+    g = ex.attribute(model, x, t, create_graph=True)
+    g2 = ex.attribute(model, x + h * torch.sign(g.detach()), t, create_graph=True)
+    hess = ((g2 - g).norm(dim=1) / g.norm(dim=1) / h).mean()
+    assert logs["hess"] == pytest.approx(float(hess), rel=1e-9)
+    assert logs["hess"] > 0  # a 0.3 step crosses ReLU regions of this model
+    s = g.abs()
+    sn = s / s.mean(1, keepdim=True)
+    mask = topk_mask(s.detach(), 3)
+    if name == "r2et":
+        gap = (sn * mask).sum(1) / 3 - (sn * ~mask).sum(1) / 7
+    else:
+        gap = torch.stack([r[mk].min() - r[~mk].max() for r, mk in zip(sn, mask)])
+    ref = F.cross_entropy(model(x), y) - lam * gap.mean() + mu * hess
+    torch.testing.assert_close(loss.detach(), ref.detach())
+    params = list(model.parameters())
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("output", ["loss", "logit"])
+def test_exact_h_matches_torch_func_hessian(output):
+    model, x, y = make_mlp(activation="softplus"), _x((5, 10)), _labels(5)
+    target = y if output == "loss" else model(x).argmax(1)
+    ref = torch.stack(
+        [
+            torch.autograd.functional.hessian(_per_sample_grad_fn(model, output, int(t)), xi)
+            for xi, t in zip(x, target)
+        ]
+    )
+    torch.testing.assert_close(input_hessian(model, x, target, output), ref)
+    ex = Explainer("grad", output=output)
+    method = get_method("exact-h", mu=2.0, explainer=ex)
+    loss, logs = method.loss(model, x, y)
+    term = ref.flatten(1).norm(dim=1).mean()
+    assert logs["hess"] == pytest.approx(float(term), rel=1e-9)
+    torch.testing.assert_close(loss, F.cross_entropy(model(x), y) + 2.0 * term)
+
+
+def test_exact_h_on_images_and_its_size_limit():
+    model, x = make_cnn(activation="softplus"), _x((2, 2, 8, 8))
+    y = _labels(2)
+    h = input_hessian(model, x, y, "loss")
+    assert h.shape == (2, 128, 128)
+    torch.testing.assert_close(h, h.transpose(1, 2))
+    with pytest.raises(ValueError, match="max_features=100"):
+        get_method("exact-h", max_features=100).loss(model, x, y)
+
+
+def test_ssr_is_the_top_eigenvalue_of_the_gauss_newton_hessian():
+    model, x, y = make_mlp(), _x((5, 10)), _labels(5)
+    xg = x.clone().requires_grad_(True)
+    logits = model(xg)
+    ours = ssr_term(logits, xg)
+    ref = []
+    for i in range(5):
+        jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0))[0], x[i])
+        p = model(x[i : i + 1]).softmax(1)[0]
+        gn = jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac  # F x F
+        ref.append(torch.linalg.eigvalsh(gn)[-1].detach())
+        # for a ReLU network the Gauss-Newton matrix is the exact input Hessian of the CE
+        exact = hessian(_per_sample_grad_fn(model, "loss", int(y[i])))(x[i]).detach()
+        assert float(torch.linalg.eigvalsh(exact)[-1]) == pytest.approx(float(ref[-1]), rel=1e-8)
+    torch.testing.assert_close(ours.detach(), torch.stack(ref))
+    # the parameter gradient equals that of the differentiable eigenvalue of L^T J J^T L
+    params = list(model.parameters())
+    g_ours = torch.autograd.grad(ours.sum(), params)
+    xg = x.clone().requires_grad_(True)
+    logits = model(xg)
+    rows = [torch.autograd.grad(logits[:, j].sum(), xg, create_graph=True)[0] for j in range(3)]
+    jac = torch.stack(rows, 1)  # (N, C, F), rows of independent samples
+    p = logits.softmax(1)
+    s_mat = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    gn = torch.linalg.eigvalsh(jac.transpose(1, 2) @ s_mat @ jac)[:, -1]  # F x F, differentiable
+    torch.testing.assert_close(gn.detach(), torch.stack(ref))
+    g_ref = torch.autograd.grad(gn.sum(), params)
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    method = get_method("ssr", alpha=0.3, beta=2.0)
+    loss, logs = method.loss(model, x, y)
+    ce = F.cross_entropy(model(x), y)
+    torch.testing.assert_close(
+        loss.detach(), (0.7 * ce + 0.3 * 2.0 * torch.stack(ref).mean()).detach()
+    )
+
+
+# ------------------------------------------------------------------------------ sp and at
+class _Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True))
+        self.inner = nn.ModuleDict({"a": nn.Sequential(nn.Linear(6, 6), nn.ReLU())})
+        self.act = nn.ReLU()
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.inner["a"](self.block(x))))
+
+
+def test_sp_replaces_every_relu_and_keeps_the_weights():
+    model = _Nested().double()
+    model.r2et_spec = {"name": "custom"}
+    out = get_method("sp", beta=7.0).prepare(model)
+    assert not has_relu(out) and has_relu(model)  # the input model is untouched
+    softplus = [m for m in out.modules() if isinstance(m, nn.Softplus)]
+    assert len(softplus) == 3 and all(m.beta == 7.0 for m in softplus)
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), out.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2) and p1.data_ptr() != p2.data_ptr()
+    assert out.r2et_transforms == [{"name": "relu_to_softplus", "beta": 7.0}]
+    x = _x((3, 4))
+    sp = lambda z: F.softplus(z, beta=7.0)  # noqa: E731
+    ref = out.out(sp(sp(out.inner["a"][0](sp(out.block[0](x))))))
+    torch.testing.assert_close(out(x), ref)
+    with pytest.raises(ValueError, match="functional ReLUs"):
+        get_method("sp").prepare(out)
+
+
+def test_at_trains_at_the_attack_point():
+    model, x, y = make_mlp(), _x((6, 10)), _labels(6)
+    method = get_method("at", k=3, at_steps=3, at_eps=0.5)
+    torch.manual_seed(0)
+    loss, logs = method.loss(model, x, y)
+    clean_ce = float(F.cross_entropy(model(x), y))
+    assert torch.isfinite(loss) and logs["ce"] != pytest.approx(clean_ce)
+    assert model.training is False  # the attack restores the caller's mode
