@@ -49,6 +49,17 @@ def check_k(k: int, n_features: int) -> int:
     return int(k)
 
 
+def check_int(name: str, value: object, low: int, allow_none: bool = False) -> int | None:
+    """Return ``value`` as int, raising ``ValueError`` unless it is an int ``>= low`` (or None
+    when ``allow_none``)."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        extra = "None or " if allow_none else ""
+        raise ValueError(f"{name} must be {extra}an int >= {low}, got {value!r}")
+    return int(value)
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a positive (or non-negative) finite number."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from r2et._ball import NORMS, project_ball, sample_in_ball
-from r2et._checks import check_batch, check_choice, check_k, check_positive
+from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
 from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
 from r2et.metrics import (
     cosine_distance,
@@ -216,12 +216,6 @@ def _as_bounds(bounds: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return lo, hi
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 # ---------------------------------------------------------------------------------- attacks
 class _PGDExplanationAttack:
     """Projected-gradient attack on an explanation; subclasses define the objective."""
@@ -249,10 +243,10 @@ class _PGDExplanationAttack:
         if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
             raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
         self.ex = ex
-        self.k = _check_int("k", k, 1)
+        self.k = check_int("k", k, 1)
         check_positive("eps", eps)
         self.eps = float(eps)
-        self.steps = _check_int("steps", steps, 1)
+        self.steps = check_int("steps", steps, 1)
         if step_size is None:
             step_size = 2.5 * self.eps / self.steps
         check_positive("step_size", step_size)
@@ -270,13 +264,13 @@ class _PGDExplanationAttack:
             surrogate_beta = float(surrogate_beta)
         self.surrogate_beta = surrogate_beta
         if seed is not None:
-            seed = _check_int("seed", seed, 0)
+            seed = check_int("seed", seed, 0)
         self.seed = seed
         if n_bottom is not None and n_bottom != "all":
             if isinstance(n_bottom, bool) or not isinstance(n_bottom, int) or n_bottom < 1:
                 raise ValueError(f"n_bottom must be None, 'all' or an int >= 1, got {n_bottom!r}")
         self.n_bottom = n_bottom
-        self.restarts = _check_int("restarts", restarts, 1)
+        self.restarts = check_int("restarts", restarts, 1)
         if bounds is not None and (not isinstance(bounds, (tuple, list)) or len(bounds) != 2):
             raise ValueError(
                 f"bounds must be None or a pair (low, high), got {type(bounds).__name__}"

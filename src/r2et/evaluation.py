@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from r2et._checks import check_k, check_positive
+from r2et._checks import check_int, check_k, check_positive
 from r2et.attacks import AttackResult, summarize_metrics
+from r2et.data.base import slice_forward_kwargs
 from r2et.explain import Explainer
 from r2et.metrics import thickness
 
@@ -37,14 +38,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _slice_kwargs(kw: dict[str, Any], lo: int, hi: int, n: int, dev: torch.device) -> dict:
-    out = {}
-    for key, val in kw.items():
-        if isinstance(val, torch.Tensor):
-            if val.dim() >= 1 and val.shape[0] == n:
-                val = val[lo:hi]
-            val = val.to(dev)
-        out[key] = val
-    return out
+    """Rows ``lo:hi`` of the per-sample keywords, every tensor moved to ``dev``."""
+    part = slice_forward_kwargs(kw, slice(lo, hi), n)
+    return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in part.items()}
 
 
 def _chunks(
@@ -59,14 +55,6 @@ def _chunks(
 def _mean_std(v: torch.Tensor) -> tuple[float, float]:
     v = v.detach().double()
     return float(v.mean()), float(v.std(correction=0))
-
-
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        extra = "None or " if allow_none else ""
-        raise ValueError(f"{name} must be {extra}an int >= {low}, got {value!r}")
 
 
 def evaluate(
@@ -119,12 +107,12 @@ def evaluate(
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
         raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
     k = ds.default_k if k is None else k
-    _check_int("k", k, 1)
-    _check_int("n", n, 1, allow_none=True)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seed", seed, 0)
-    _check_int("thickness_samples", thickness_samples, 1)
-    _check_int("thickness_steps", thickness_steps, 1)
+    check_int("k", k, 1)
+    check_int("n", n, 1, allow_none=True)
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    check_int("thickness_samples", thickness_samples, 1)
+    check_int("thickness_steps", thickness_steps, 1)
     if thickness_radius is not None:
         check_positive("thickness_radius", thickness_radius)
     attacks = {} if attacks is None else attacks

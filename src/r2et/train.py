@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from r2et._checks import check_choice, check_positive
+from r2et._checks import check_choice, check_int, check_positive
 from r2et._io import atomic_write_bytes, atomic_write_json, read_json
 from r2et.evaluation import evaluate
 from r2et.methods import TrainingMethod, get_method
@@ -81,14 +81,6 @@ def build_optimizer(
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, **method.optimizer_kwargs)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, **method.optimizer_kwargs)
-
-
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        extra = "None or " if allow_none else ""
-        raise ValueError(f"{name} must be {extra}an int >= {low}, got {value!r}")
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -165,10 +157,10 @@ def fit(
         raise ValueError(
             f"method must be a TrainingMethod or a method name, got {type(method).__name__}"
         )
-    _check_int("epochs", epochs, 0)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seed", seed, 0)
-    _check_int("max_batches_per_epoch", max_batches_per_epoch, 1, allow_none=True)
+    check_int("epochs", epochs, 0)
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    check_int("max_batches_per_epoch", max_batches_per_epoch, 1, allow_none=True)
     check_positive("lr", lr)
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("keep", keep, KEEP)

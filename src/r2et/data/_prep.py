@@ -27,7 +27,8 @@ def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> li
     Part ``j < len(fractions)`` gets ``round(fractions[j] * n_c)`` samples of every class ``c``
     (at least one when the class has more samples than parts), the last part the rest. The
     permutation within each class comes from ``numpy.random.default_rng(seed)``; every part is
-    returned sorted.
+    returned in a seeded random order (not sorted), so the first ``n`` rows of a split are a
+    random sample of it even when the source file is ordered (Bank's rows run by date).
     """
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
@@ -42,7 +43,7 @@ def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> li
             parts[j].append(idx[start : start + m])
             start += m
         parts[-1].append(idx[start:])
-    return [np.sort(np.concatenate(p)) for p in parts]
+    return [rng.permutation(np.concatenate(p)) for p in parts]
 
 
 def three_way_split(
