@@ -17,6 +17,13 @@ from r2et.bench.report import select  # noqa: E402
 R2ET_FAMILY = ("r2et", "r2et-mm", "r2et-noh", "r2et-mm-noh")
 
 
+def _methods(rows: list[dict[str, Any]], order: list[str] | None) -> list[str]:
+    """Methods present in ``rows``, in the configuration's order (then any others)."""
+    present = list(dict.fromkeys(r["method"] for r in rows))
+    ordered = [m for m in (order or []) if m in present]
+    return ordered + [m for m in present if m not in ordered]
+
+
 def _colors(methods: list[str]) -> dict[str, Any]:
     cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
@@ -31,12 +38,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_budget_curves(rows: list[dict[str, Any]], max_acc_drop: float, path: Path) -> Path:
+def plot_budget_curves(
+    rows: list[dict[str, Any]], max_acc_drop: float, path: Path, order: list[str] | None = None
+) -> Path:
     """ERAttack P@k versus attack budget eps, one panel per dataset, one line per method
     (selected setting, mean over seeds)."""
     chosen = select(rows, max_acc_drop)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = _methods(rows, order)
     colors = _colors(methods)
     fig, axes = plt.subplots(
         1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, layout="constrained"
@@ -60,15 +69,18 @@ def plot_budget_curves(rows: list[dict[str, Any]], max_acc_drop: float, path: Pa
         ax.set_ylabel("P@k under ERAttack")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right center")
     fig.suptitle("Top-k stability versus attack budget (higher is more stable)")
     return _save(fig, path)
 
 
-def plot_accuracy_vs_patk(rows: list[dict[str, Any]], path: Path) -> Path:
+def plot_accuracy_vs_patk(
+    rows: list[dict[str, Any]], path: Path, order: list[str] | None = None
+) -> Path:
     """Every cell: test accuracy against ERAttack P@k, one panel per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = _methods(rows, order)
     colors = _colors(methods)
     fig, axes = plt.subplots(
         1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, layout="constrained"
@@ -89,18 +101,21 @@ def plot_accuracy_vs_patk(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("P@k under ERAttack")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right center")
     fig.suptitle("Accuracy versus explanation stability (every grid cell)")
     return _save(fig, path)
 
 
-def plot_training_cost(rows: list[dict[str, Any]], path: Path) -> Path:
+def plot_training_cost(
+    rows: list[dict[str, Any]], path: Path, order: list[str] | None = None
+) -> Path:
     """Training seconds per epoch of each method relative to vanilla, per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = _methods(rows, order)
     colors = _colors(methods)
     fig, ax = plt.subplots(
-        figsize=(max(5.0, 0.6 * len(methods) * len(datasets)), 3.4), layout="constrained"
+        figsize=(min(14.0, 3.0 + 1.8 * len(datasets)), 3.6), layout="constrained"
     )
     width = 0.8 / max(1, len(methods))
     for j, m in enumerate(methods):
@@ -120,9 +135,10 @@ def plot_training_cost(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.bar(xs, ratios, width=width, label=m, color=colors[m])
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_ylabel("seconds per epoch / vanilla")
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per epoch / vanilla (log)")
     ax.set_title("Training cost per method (lower is cheaper)")
-    ax.legend(fontsize=8, ncol=2)
+    fig.legend(fontsize=8, loc="outside right center")
     return _save(fig, path)
 
 
@@ -204,11 +220,11 @@ def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
         return []
     plots = out / "plots"
     paths = [
-        plot_budget_curves(rows, cfg.max_acc_drop, plots / "p_at_k_vs_budget.png"),
-        plot_accuracy_vs_patk(rows, plots / "accuracy_vs_p_at_k.png"),
+        plot_budget_curves(rows, cfg.max_acc_drop, plots / "p_at_k_vs_budget.png", cfg.methods),
+        plot_accuracy_vs_patk(rows, plots / "accuracy_vs_p_at_k.png", cfg.methods),
     ]
     if any(r["method"] == "vanilla" for r in rows):
-        paths.append(plot_training_cost(rows, plots / "training_cost.png"))
+        paths.append(plot_training_cost(rows, plots / "training_cost.png", cfg.methods))
     images = dict.fromkeys(r["dataset"] for r in rows if r.get("modality") == "image")
     for d in images if cfg.save_models else ():
         p = plot_saliency_panel(out, rows, cfg, d, plots / f"saliency_{d}.png")
