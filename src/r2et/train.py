@@ -137,7 +137,8 @@ def fit(
     Adam or SGD (momentum 0.9) at learning rate ``lr``, minimising ``method.loss``. It
     fine-tunes whatever weights ``model`` holds: pass a pre-trained model to fine-tune. After
     every epoch the validation accuracy is measured; ``keep="best"`` (default) restores the
-    weights of the epoch with the highest validation accuracy (the first one on ties),
+    weights of the epoch with the highest validation accuracy (the latest one on ties: when
+    accuracy plateaus, the regulariser has had the most steps),
     ``keep="last"`` keeps the final weights. Everything random is seeded by ``seed``: the
     shuffling uses its own ``torch.Generator`` and the method's randomness (e.g. ``at``'s random
     starts) runs under a forked global RNG seeded with ``seed``, so the caller's RNG state is
@@ -242,7 +243,7 @@ def fit(
                 history.append(entry)
                 if bar is not None:
                     bar.set_postfix(loss=f"{entry['train_loss']:.4f}", val_acc=f"{acc:.4f}")
-                if keep == "last" or acc > best_acc:
+                if keep == "last" or acc >= best_acc:
                     best_acc, best_epoch = acc, epoch
                     if keep == "best":
                         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

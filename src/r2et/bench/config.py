@@ -45,7 +45,7 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     grid: dict[str, list[float]] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(
-        default_factory=lambda: {"epochs": 10, "lr": 1e-3, "batch_size": 64}
+        default_factory=lambda: {"epochs": 30, "lr": 2e-3, "batch_size": 64}
     )
     finetune: dict[str, Any] = field(
         default_factory=lambda: {"epochs": 5, "lr": 1e-3, "batch_size": 64}
