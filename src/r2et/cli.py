@@ -52,6 +52,8 @@ def _dataset_name(config: dict[str, Any]) -> tuple[str, int]:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or fine-tune) a model with one method and save a run folder."""
     from r2et.data import load_dataset
+    from r2et.evaluation import evaluate
+    from r2et.explain import Explainer
     from r2et.methods import get_method
     from r2et.models import build_model
     from r2et.train import fit, load_run, save_run
@@ -95,17 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    test_x, test_y, test_kw = ds.split("test")
-    import torch
-
-    m = res.model.eval()
-    dev = next(m.parameters()).device
-    with torch.no_grad():
-        correct = 0
-        for xb, yb, kw in ds.batches("test", 1024):
-            kw = {k2: v.to(dev) for k2, v in kw.items()}
-            correct += int((m(xb.to(dev), **kw).argmax(1).cpu() == yb).sum())
-    test_acc = correct / len(test_y)
+    test_acc = evaluate(res.model, ds, Explainer("grad"), k=k, batch_size=1024)["accuracy"]
     config = {
         "dataset": ds.summary(),
         "data_seed": args.seed,
