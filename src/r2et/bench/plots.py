@@ -29,6 +29,19 @@ def _colors(methods: list[str]) -> dict[str, Any]:
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 
 
+def _panels(n: int) -> tuple[Any, Any]:
+    """A row of ``n`` dataset panels."""
+    return plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, layout="constrained")
+
+
+def _finish(fig: Any, axes: Any, title: str, path: Path) -> Path:
+    """One legend for all panels (from the first), a title, and an atomic save."""
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
@@ -47,9 +60,7 @@ def plot_budget_curves(
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
-    fig, axes = plt.subplots(
-        1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, layout="constrained"
-    )
+    fig, axes = _panels(len(datasets))
     for ax, d in zip(axes[0], datasets):
         for m in methods:
             sel = chosen.get((d, m))
@@ -69,10 +80,7 @@ def plot_budget_curves(
         ax.set_ylabel("P@k under ERAttack")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="outside right center")
-    fig.suptitle("Top-k stability versus attack budget (higher is more stable)")
-    return _save(fig, path)
+    return _finish(fig, axes, "Top-k stability versus attack budget (higher is more stable)", path)
 
 
 def plot_accuracy_vs_patk(
@@ -82,9 +90,7 @@ def plot_accuracy_vs_patk(
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
-    fig, axes = plt.subplots(
-        1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, layout="constrained"
-    )
+    fig, axes = _panels(len(datasets))
     for ax, d in zip(axes[0], datasets):
         for m in methods:
             pts = [r for r in rows if r["dataset"] == d and r["method"] == m]
@@ -101,10 +107,7 @@ def plot_accuracy_vs_patk(
         ax.set_xlabel("P@k under ERAttack")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="outside right center")
-    fig.suptitle("Accuracy versus explanation stability (every grid cell)")
-    return _save(fig, path)
+    return _finish(fig, axes, "Accuracy versus explanation stability (every grid cell)", path)
 
 
 def plot_training_cost(
