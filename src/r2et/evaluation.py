@@ -143,6 +143,23 @@ def evaluate(
             it = tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False)
         return it
 
+    def path_thickness(
+        xb: torch.Tensor, yb: torch.Tensor, kwb: dict[str, Any], **kw: Any
+    ) -> torch.Tensor:
+        """Θ of one batch: random points of the ball, or the given ``x_prime``."""
+        target = yb if use_labels else None
+        return thickness(
+            model,
+            xb,
+            ex,
+            k,
+            radius=thickness_radius,
+            target=target,
+            n_steps=thickness_steps,
+            **kw,
+            **kwb,
+        ).detach()
+
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):
         model.eval()
@@ -155,19 +172,9 @@ def evaluate(
             if i == 0:
                 check_k(k, ex.scores(model, xb[:1], **_row_kwargs(kwb, xb.shape[0])).shape[1])
             if thickness_radius is not None:
-                th = thickness(
-                    model,
-                    xb,
-                    ex,
-                    k,
-                    radius=thickness_radius,
-                    target=yb if use_labels else None,
-                    n_samples=thickness_samples,
-                    n_steps=thickness_steps,
-                    seed=seed + i,
-                    **kwb,
+                thick.append(
+                    path_thickness(xb, yb, kwb, n_samples=thickness_samples, seed=seed + i)
                 )
-                thick.append(th.detach())
         out: dict[str, Any] = {
             "n": n_rows,
             "k": k,
@@ -191,18 +198,7 @@ def evaluate(
                 seconds += time.perf_counter() - t0
                 results.append(res)
                 if thickness_radius is not None:
-                    th = thickness(
-                        model,
-                        xb,
-                        ex,
-                        k,
-                        radius=thickness_radius,
-                        target=yb if use_labels else None,
-                        n_steps=thickness_steps,
-                        x_prime=res.x_adv,
-                        **kwb,
-                    )
-                    thick_adv.append(th.detach())
+                    thick_adv.append(path_thickness(xb, yb, kwb, x_prime=res.x_adv))
             summary = summarize_metrics(_per_sample(results, k))
             entry: dict[str, Any] = {
                 "eps": _plain(getattr(atk, "eps", None)),
