@@ -99,25 +99,29 @@ def test_constraints_property(eps, norm, seed, steps):
 
 
 # --------------------------------------------------------------------------- prediction
-def test_keep_prediction_never_changes_the_prediction():
+def test_keep_prediction_rejects_label_changing_iterates_without_freezing():
     model = make_mlp()
     x = _data(64)
     ex = Explainer("grad")
     pred = model(x).argmax(1)
-    free = ERAttack(ex, 3, 5.0, steps=20, keep_prediction=False)(model, x)
+    free = ERAttack(ex, 3, 5.0, steps=20, keep_prediction=False, early_stop=False)(model, x)
     flipped_free = float(free.flipped.double().mean())
     assert torch.equal(free.flipped, model(free.x_adv).argmax(1) != pred)
-    assert flipped_free > 0.1  # measured 0.16: the budget is large enough to change labels
+    assert flipped_free > 0.05  # measured 0.08: the budget is large enough to change labels
     assert bool((free.steps_taken == 20).all())
 
-    kept = ERAttack(ex, 3, 5.0, steps=20)(model, x)
+    kept = ERAttack(ex, 3, 5.0, steps=20, early_stop=False)(model, x)
     assert torch.equal(model(kept.x_adv).argmax(1), pred)
     assert not bool(kept.flipped.any())
-    frozen = float((kept.steps_taken < 20).double().mean())
-    assert frozen > 0.2  # measured 0.39 of the samples were stopped early
-    assert bool((kept.steps_taken >= 0).all())
-    # frozen at a label-preserving iterate, and still attacked (measured 0.06)
-    assert float(kept.p_at_k.mean()) < 0.3
+    # a label-changing iterate is rejected (the row steps back with a smaller step), not a
+    # reason to stop: every row makes all its steps
+    assert bool((kept.steps_taken == 20).all())
+    assert float(kept.p_at_k.mean()) < 0.3  # measured 0.06
+    # early exit: rows at P@k = 0 stop, the others run to the end
+    early = ERAttack(ex, 3, 5.0, steps=20)(model, x)
+    done = early.p_at_k == 0
+    assert bool(done.any()) and bool((early.steps_taken[~done] == 20).all())
+    assert bool((early.steps_taken[done] < 20).any())
 
 
 def test_random_start_that_flips_falls_back_to_x():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from r2et.bench import BenchConfig, ResultStore, grid_cells, load_config, run_bench
-from r2et.bench.report import results_table, select
+from r2et.bench.report import results_table, select, selection_rule_text
 
 TOML = """
 datasets = ["breast-cancer"]
@@ -33,6 +33,7 @@ batch_size = 64
 [evaluate]
 n = 40
 steps = 5
+preset = "fast"
 budgets = [0.5, 1.0]
 thickness_samples = 2
 thickness_steps = 2
@@ -63,11 +64,18 @@ def test_grid_runs_end_to_end_and_writes_all_outputs(full_run):
     assert len(list((out / "cells").glob("*.json"))) == 4
     assert len(list((out / "pretrain").iterdir())) == 2  # one per seed
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert plots == ["accuracy_vs_p_at_k.png", "p_at_k_vs_budget.png", "training_cost.png"]
+    assert plots == [
+        "accuracy_vs_p_at_k.png",
+        "p_at_k_vs_budget.png",
+        "stability_vs_faithfulness.png",
+        "training_cost.png",
+    ]
     for p in (out / "plots").glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "Selection rule" in report and "| vanilla |" in report and "| r2et-noh |" in report
+    assert "deletion gain is at least 0.9 times vanilla's" in report
+    assert "inside the data box" in report and "`fast` ensemble" in report
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     for col in (
         "dataset",
@@ -75,14 +83,23 @@ def test_grid_runs_end_to_end_and_writes_all_outputs(full_run):
         "seed",
         "accuracy",
         "val_accuracy",
+        "ensemble_p_at_k_mean",
         "erattack_p_at_k_mean",
         "mse_p_at_k_mean",
+        "deletion_gain",
+        "occlusion_agreement",
+        "distinct_topk_sets",
+        "global_topk_p_at_k",
         "thickness",
         "train_seconds_per_epoch",
+        "box",
     ):
         assert col in header
     for r in rows:
         assert 0.5 < r["accuracy"] <= 1 and 0 <= r["erattack_p_at_k_mean"] <= 1
+        assert r["ensemble_p_at_k_mean"] <= r["erattack_p_at_k_mean"] + 0.05
+        assert r["n_test"] == 113 and r["n_eval"] == 40  # accuracy on the whole test split
+        assert r["box"] is True and r["preset"] == "fast"
         assert set(r["curve"]) == {f"{0.5 * r['eps']:g}", f"{r['eps']:g}"}
     saved = json.loads((out / "config.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["finetune"]["epochs"] == 1
@@ -145,11 +162,11 @@ def test_ray_executor_matches_local(full_run, tmp_path):
     assert len(ray_rows) == len(rows)
     for a, b in zip(rows, ray_rows):
         assert a["key"] == b["key"]
-        for col in ("accuracy", "val_accuracy", "erattack_p_at_k_mean", "mse_p_at_k_mean"):
+        for col in ("accuracy", "val_accuracy", "ensemble_p_at_k_mean", "deletion_gain"):
             assert a[col] == pytest.approx(b[col], abs=1e-6), (a["key"], col)
 
 
-def _row(dataset, method, weight, seed, val, patk):
+def _row(dataset, method, weight, seed, val, patk, gain=0.1):
     return {
         "dataset": dataset,
         "method": method,
@@ -158,8 +175,11 @@ def _row(dataset, method, weight, seed, val, patk):
         "seed": seed,
         "val_accuracy": val,
         "accuracy": val,
+        "ensemble_p_at_k_mean": patk,
         "erattack_p_at_k_mean": patk,
-        "mse_p_at_k_mean": patk,
+        "deletion_gain": gain,
+        "occlusion_agreement": 0.5,
+        "distinct_topk_sets": 10,
     }
 
 
@@ -177,6 +197,28 @@ def test_selection_rule_prefers_stable_settings_within_accuracy_budget():
     assert chosen[("d", "sp")]["setting"] == ("lam", 2.0) and not chosen[("d", "sp")]["admissible"]
     table = results_table(rows, 0.02)
     assert "**0.700**" in table and "†" in table
+
+
+def test_selection_rule_requires_faithfulness():
+    """A setting that is stable because its explanation no longer says anything about the
+    input (deletion gain below 0.9 of vanilla's) is not selected, unless the rule is off."""
+    rows = [
+        _row("d", "vanilla", None, 0, 0.90, 0.40, gain=0.20),
+        _row("d", "r2et", 0.1, 0, 0.90, 0.60, gain=0.19),  # 0.95 of vanilla's gain: chosen
+        _row("d", "r2et", 1.0, 0, 0.90, 0.99, gain=0.05),  # stable, but not faithful
+    ]
+    assert select(rows, 0.02)[("d", "r2et")]["setting"] == ("lam", 0.1)
+    assert select(rows, 0.02, 0.2)[("d", "r2et")]["setting"] == ("lam", 1.0)
+    assert select(rows, 0.02, None)[("d", "r2et")]["setting"] == ("lam", 1.0)
+    only_bad = [rows[0], rows[2]]
+    sel = select(only_bad, 0.02)[("d", "r2et")]
+    assert not sel["admissible"] and "†" in results_table(only_bad, 0.02)
+    assert "0.9 times vanilla's" in selection_rule_text(0.02, 0.9)
+    assert "deletion" not in selection_rule_text(0.02, None)
+    with pytest.raises(ValueError, match="min_deletion_ratio"):
+        load_config(min_deletion_ratio=1.5)
+    with pytest.raises(ValueError, match="preset"):
+        load_config(evaluate={"preset": "huge"})
 
 
 def test_config_errors(tmp_path):

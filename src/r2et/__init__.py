@@ -5,11 +5,20 @@ differentiable explainers, ranking metrics and explanation thickness, attacks on
 and training methods that make the top-k explanation robust.
 """
 
-from r2et.attacks import AttackResult, ERAttack, MSEAttack
+from r2et.attacks import AttackResult, EnsembleAttack, ERAttack, MSEAttack, RandomSearchAttack
 from r2et.data import list_datasets, load_dataset
 from r2et.explain import Explainer
 from r2et.methods import get_method, list_methods
-from r2et.metrics import cosine_distance, precision_at_k, thickness, topk_kendall, topk_spearman
+from r2et.metrics import (
+    cosine_distance,
+    deletion,
+    locality,
+    occlusion_agreement,
+    precision_at_k,
+    thickness,
+    topk_kendall,
+    topk_spearman,
+)
 from r2et.models import build_model, relu_to_softplus
 from r2et.train import evaluate, fit, load_run, save_run
 
@@ -18,10 +27,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AttackResult",
     "ERAttack",
+    "EnsembleAttack",
     "Explainer",
     "MSEAttack",
+    "RandomSearchAttack",
     "build_model",
     "cosine_distance",
+    "deletion",
     "evaluate",
     "fit",
     "get_method",
@@ -29,6 +41,8 @@ __all__ = [
     "list_methods",
     "load_dataset",
     "load_run",
+    "locality",
+    "occlusion_agreement",
     "precision_at_k",
     "relu_to_softplus",
     "save_run",

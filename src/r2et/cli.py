@@ -120,9 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Attack a saved run's explanations and print accuracy, P@k and thickness."""
+    """Attack a saved run's explanations and print accuracy, P@k, faithfulness, locality and
+    thickness."""
     from r2et._io import atomic_write_json
-    from r2et.attacks import ERAttack, MSEAttack
+    from r2et.attacks import EnsembleAttack, ERAttack, MSEAttack
     from r2et.bench.config import DEFAULT_EPS
     from r2et.data import load_dataset
     from r2et.evaluation import evaluate
@@ -134,13 +135,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ds = load_dataset(name, seed=seed)
     k = args.k if args.k is not None else ds.default_k
     eps = args.eps if args.eps is not None else DEFAULT_EPS[ds.modality]
-    ex = Explainer(args.explainer)
-    kinds = {"erattack": ERAttack, "mse": MSEAttack}
-    chosen = args.attack or ["erattack", "mse"]
-    attacks = {
-        a: kinds[a](ex, k, eps, steps=args.steps, norm=args.norm, bounds=ds.bounds, seed=args.seed)
-        for a in chosen
-    }
+    groups = None
+    if args.groups:
+        if ds.groups is None:
+            raise ValueError(f"--groups: dataset {name!r} has no feature groups (tabular only)")
+        groups = ds.groups
+    ex = Explainer(args.explainer, groups=groups)
+    bounds = None if args.no_box else ds.bounds
+    chosen = args.attack or ["ensemble"]
+    attacks: dict[str, Any] = {}
+    for a in chosen:
+        if a == "ensemble":
+            attacks[a] = EnsembleAttack(
+                ex, k, eps, norm=args.norm, bounds=bounds, preset=args.preset, seed=args.seed
+            )
+        else:
+            kind = {"erattack": ERAttack, "mse": MSEAttack}[a]
+            attacks[a] = kind(
+                ex, k, eps, steps=args.steps, norm=args.norm, bounds=bounds, seed=args.seed
+            )
     model = run.model
     if args.device:
         model = model.to(args.device)
@@ -158,13 +171,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     out = Path(args.run) / f"evaluation_{args.split}.json"
     atomic_write_json(out, res)
-    print(f"{name} ({args.split}, n={res['n']}, k={k}): accuracy {res['accuracy']:.4f}")
+    unit = f"{len(groups)} attribute groups" if groups else "features"
+    box = "inside the data box" if bounds is not None else "no data box"
+    print(
+        f"{name} ({args.split}): accuracy {res['accuracy']:.4f} on all {res['n_split']} rows; "
+        f"explanations of the first {res['n']} ({args.explainer} saliency, top-{k} of {unit})"
+    )
     for a, vals in res.get("attacks", {}).items():
+        what = f"preset {vals['preset']}" if "preset" in vals else f"steps={args.steps}"
         print(
-            f"  {a:9s} eps={eps:g} steps={args.steps}: P@{k} {_num(vals['p_at_k_mean'])} "
+            f"  {a:9s} {args.norm} eps={eps:g} {what}, {box}: P@{k} {_num(vals['p_at_k_mean'])} "
             f"± {_num(vals['p_at_k_std'])}, Kendall {_num(vals['kendall_mean'])}, "
             f"{vals['seconds']:.1f} s"
         )
+    f = res["faithfulness"]
+    print(
+        f"  faithfulness: deletion gain {_num(f['deletion_gain'])} (top-{k} drop "
+        f"{_num(f['deletion_drop_topk'])} vs random {_num(f['deletion_drop_random'])}), "
+        f"occlusion agreement {_num(f['occlusion_agreement'])}"
+    )
+    loc = res["locality"]
+    print(
+        f"  locality: {loc['distinct_topk_sets']} distinct top-{k} sets in {res['n']} inputs, "
+        f"P@{k} with the global top-{k} {_num(loc['global_topk_p_at_k'])}"
+    )
     if "thickness" in res:
         print(f"  thickness (radius {args.thickness_radius:g}): {res['thickness']['mean']:.4g}")
     print(f"-> {out}")
@@ -352,11 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--attack",
         action="append",
-        choices=["erattack", "mse"],
-        help="attack to run (repeatable; default both)",
+        choices=["ensemble", "erattack", "mse"],
+        help="attack to run (repeatable; default: ensemble, the lowest P@k over a portfolio)",
+    )
+    e.add_argument(
+        "--preset",
+        default="standard",
+        choices=["fast", "standard", "thorough"],
+        help="ensemble preset (default standard: at most 10x a 50-step ERAttack)",
     )
     e.add_argument("--eps", type=float, default=None, help="budget (default by modality)")
-    e.add_argument("--steps", type=int, default=100)
+    e.add_argument("--steps", type=int, default=100, help="steps of erattack and mse")
+    e.add_argument(
+        "--no-box",
+        action="store_true",
+        help="attack in the eps-ball only (default: also inside the data's valid box)",
+    )
+    e.add_argument(
+        "--groups",
+        action="store_true",
+        help="rank tabular attributes (one-hot columns of one attribute summed) not columns",
+    )
     e.add_argument("--norm", default="linf", choices=["linf", "l2"])
     e.add_argument("--k", type=int, default=None)
     e.add_argument("--n", type=int, default=500, help="first n inputs of the split")

@@ -1,4 +1,5 @@
-"""Evaluate a model's explanations: accuracy, ranking stability under attacks, thickness.
+"""Evaluate a model's explanations: accuracy, ranking stability under attacks, thickness,
+faithfulness and locality.
 
 :func:`evaluate` is what benchmarks and the CLI call after training; it returns a plain,
 JSON-ready dict (see its docstring for the exact keys).
@@ -14,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from r2et._checks import check_int, check_k, check_positive
+from r2et._checks import check_choice, check_int, check_k, check_positive
 from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.base import slice_forward_kwargs
 from r2et.explain import Explainer
-from r2et.metrics import thickness
+from r2et.metrics import deletion, locality, occlusion_agreement, thickness
 
 __all__ = ["evaluate"]
 
@@ -57,6 +58,37 @@ def _mean_std(v: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std(correction=0))
 
 
+BASELINES = ("train-mean", "zero")
+
+
+def _baseline(ds: Any, baseline: Any, dev: torch.device) -> torch.Tensor:
+    """The replacement value of deleted or occluded units, on ``dev``."""
+    if isinstance(baseline, str):
+        check_choice("baseline", baseline, BASELINES)
+        if baseline == "zero":
+            return torch.zeros((), device=dev)
+        return ds.train_mean.to(dev)
+    return torch.as_tensor(baseline, device=dev)
+
+
+def _occlusion_patch(x: torch.Tensor, patch: int | str | None) -> int | None:
+    """``"auto"``: 4×4 squares for images of more than 256 pixels, single units otherwise."""
+    if patch == "auto":
+        return 4 if x.dim() == 4 and x.shape[2] * x.shape[3] > 256 else None
+    if patch is None:
+        return None
+    return check_int("occlusion_patch", patch, 1)
+
+
+def _valid_units(ex: Explainer, xb: torch.Tensor, kwb: dict[str, Any]) -> torch.Tensor | None:
+    """Graphs: the real (unpadded) nodes of each row, from the ``mask`` keyword."""
+    mask = kwb.get("mask")
+    if xb.dim() == 3 and ex.groups is None and isinstance(mask, torch.Tensor):
+        if mask.shape == xb.shape[:2]:
+            return mask.bool()
+    return None
+
+
 def evaluate(
     model: nn.Module,
     ds: Any,
@@ -69,37 +101,58 @@ def evaluate(
     thickness_radius: float | None = None,
     thickness_samples: int = 8,
     thickness_steps: int = 8,
+    faithfulness: bool = True,
+    baseline: Any = "train-mean",
+    n_random: int = 8,
+    occlusion_patch: int | str | None = "auto",
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy, explanation ranking stability under attacks, and thickness of ``model`` on
-    the first ``n`` rows (None: all) of ``ds``'s ``split``.
+    """Accuracy, explanation stability under attacks, thickness, faithfulness and locality
+    of ``model``'s explanations on the first ``n`` rows (None: all) of ``ds``'s ``split``.
 
-    For every attack (a mapping name → attack object such as :class:`~r2et.ERAttack`) each
-    input's clean scores ``s(x)`` are compared with the attacked scores ``s(x_adv)``:
-    P@k = ``|topk(s(x)) ∩ topk(s(x_adv))|/k`` (mean and population std), the top-k Kendall τ_b
-    and Spearman ρ (means ignoring NaN rows), the cosine distance, the rate of changed
-    predictions and the attack's wall-clock seconds. With ``thickness_radius`` the explanation
-    thickness of Chen et al. ("Training for Stable Explanation for Free", NeurIPS 2024)
-    ``Θ(x) = E_{x'}[∫₀¹ mean_{i∈T} s_i(x_t) − mean_{j∉T} s_j(x_t) dt]``,
-    ``x_t = (1−t)x + t x'``, is reported for ``x'`` uniform in the l_inf ball of that radius
-    (``thickness_samples`` draws, ``thickness_steps`` quadrature nodes, seeded by
-    ``seed + batch index``) and along the path to each attack's ``x_adv``.
+    * ``accuracy``: on the **whole** split (``accuracy_evaluated``: on the first ``n`` rows).
+    * For every attack (a mapping name → attack object such as
+      :class:`~r2et.EnsembleAttack`) each input's clean scores ``s(x)`` are compared with the
+      attacked scores ``s(x_adv)``: P@k = ``|topk(s(x)) ∩ topk(s(x_adv))|/k`` (mean and
+      population std), the top-k Kendall τ_b and Spearman ρ (means ignoring NaN rows), the
+      cosine distance, the rate of changed predictions, whether the attack projected onto the
+      data box (``box``), the attack's wall-clock seconds and, for an ensemble, how many inputs
+      each member won (``found_by``).
+    * ``thickness`` (with ``thickness_radius``): the explanation thickness of Chen et al.
+      ("Training for Stable Explanation for Free", NeurIPS 2024)
+      ``Θ(x) = E_{x'}[∫₀¹ mean_{i∈T} s_i(x_t) − mean_{j∉T} s_j(x_t) dt]``, ``x_t = (1−t)x +
+      t x'``, for ``x'`` uniform in the l_inf ball of that radius (``thickness_samples`` draws,
+      ``thickness_steps`` quadrature nodes, seeded by ``seed + batch index``) and along the path
+      to each attack's ``x_adv``.
+    * ``faithfulness`` (with ``faithfulness=True``): ``deletion_gain`` = mean over inputs of
+      the fall of the explained class's probability when the top-k units are replaced by the
+      ``baseline`` (``"train-mean"``: the mean training input; ``"zero"``; or a tensor) minus the
+      fall for k random units (``n_random`` draws), with the raw falls ``deletion_drop_topk``
+      and ``deletion_drop_random`` (:func:`~r2et.metrics.deletion`); ``occlusion_agreement`` =
+      mean P@k between the explainer's top-k and single-unit occlusion's
+      (:func:`~r2et.metrics.occlusion_agreement`; images: ``occlusion_patch`` squares,
+      ``"auto"``: 4×4 above 256 pixels).
+    * ``locality``: ``distinct_topk_sets`` (how many different top-k sets the evaluated inputs
+      have) and ``global_topk_p_at_k`` (mean P@k of each input's top-k with the global top-k;
+      :func:`~r2et.metrics.locality`).
 
-    The explained class is the model's prediction, except for ``ex.output == "loss"`` where it
-    is the label (the attacks receive ``y`` accordingly). The split is processed in chunks of
-    ``batch_size`` rows on the model's device (data are moved there); the model runs in eval
-    mode and its previous mode is restored. ``k=None`` uses ``ds.default_k``; every attack
-    must have been built with the same k.
+    Units are what the explainer ranks (features, pixels, nodes, or ``ex.groups``). The
+    explained class is the model's prediction, except for ``ex.output == "loss"`` where it is
+    the label (the attacks receive ``y`` accordingly). The split is processed in chunks of
+    ``batch_size`` rows on the model's device; the model runs in eval mode and its previous
+    mode is restored. ``k=None`` uses ``ds.default_k``; every attack must have been built with
+    the same k.
 
-    Returns
-    -------
-    ``{"n", "k", "split", "accuracy", "thickness": {"radius", "mean", "std"} (only with
-    thickness_radius), "attacks": {name: {"eps", "steps", "norm", "p_at_k_mean",
-    "p_at_k_std", "kendall_mean", "spearman_mean", "cosine_mean", "flipped_rate",
-    "thickness_adv_mean" (only with thickness_radius), "seconds"}}, "seconds"}`` with plain
-    Python numbers (None where a mean is undefined).
+    Returns a JSON-ready dict: ``{"n", "k", "split", "accuracy", "accuracy_evaluated",
+    "n_split", "thickness": {"radius", "mean", "std"}, "faithfulness": {"deletion_gain",
+    "deletion_drop_topk", "deletion_drop_random", "occlusion_agreement", "baseline",
+    "occlusion_patch", "n_random"}, "locality": {"distinct_topk_sets", "global_topk_p_at_k"},
+    "attacks": {name: {"eps", "steps", "norm", "box", "p_at_k_mean", "p_at_k_std",
+    "kendall_mean", "spearman_mean", "cosine_mean", "flipped_rate", "thickness_adv_mean",
+    "seconds", ["preset", "found_by"]}}, "seconds"}`` (thickness keys only with
+    ``thickness_radius``, faithfulness only with ``faithfulness``).
     """
     t_start = time.perf_counter()
     if not (hasattr(ds, "subset") and hasattr(ds, "default_k")):
@@ -113,6 +166,8 @@ def evaluate(
     check_int("seed", seed, 0)
     check_int("thickness_samples", thickness_samples, 1)
     check_int("thickness_steps", thickness_steps, 1)
+    check_int("n_random", n_random, 1)
+    check_choice("faithfulness", faithfulness, (True, False))
     if thickness_radius is not None:
         check_positive("thickness_radius", thickness_radius)
     attacks = {} if attacks is None else attacks
@@ -133,13 +188,17 @@ def evaluate(
         raise ValueError(f"split={split!r} of the dataset is empty")
     dev = _device_of(model)
     use_labels = getattr(ex, "output", None) == "loss"
+    base = _baseline(ds, baseline, dev) if faithfulness else None
+    patch = _occlusion_patch(x, occlusion_patch)
 
-    def batches(desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-        it = _chunks(x, y, kw, batch_size, dev)
+    def batches(
+        desc: str, rows: tuple[torch.Tensor, torch.Tensor, dict[str, Any]] = (x, y, kw)
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        it = _chunks(*rows, batch_size, dev)
         if progress:
             from tqdm.auto import tqdm
 
-            total = -(-n_rows // batch_size)
+            total = -(-int(rows[0].shape[0]) // batch_size)
             it = tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False)
         return it
 
@@ -164,26 +223,44 @@ def evaluate(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        correct = 0
+        out: dict[str, Any] = {"n": n_rows, "k": k, "split": split}
+        out.update(_accuracy(model, batches("accuracy", ds.split(split))))
         thick: list[torch.Tensor] = []
+        clean: list[torch.Tensor] = []
+        faith: dict[str, list[torch.Tensor]] = {}
         for i, (xb, yb, kwb) in enumerate(batches("clean")):
-            with torch.no_grad():
-                correct += int((model(xb, **kwb).argmax(1) == yb).sum())
+            target = ex.resolve_target(model, xb, yb if use_labels else None, **kwb)
             if i == 0:
-                check_k(k, ex.scores(model, xb[:1], **_row_kwargs(kwb, xb.shape[0])).shape[1])
+                check_k(
+                    k, ex.scores(model, xb[:1], target[:1], **_row_kwargs(kwb, len(xb))).shape[1]
+                )
+            sb = ex.scores(model, xb, target, **kwb).detach()
+            clean.append(sb)
             if thickness_radius is not None:
                 thick.append(
                     path_thickness(xb, yb, kwb, n_samples=thickness_samples, seed=seed + i)
                 )
-        out: dict[str, Any] = {
-            "n": n_rows,
-            "k": k,
-            "split": split,
-            "accuracy": correct / n_rows,
-        }
+            if faithfulness:
+                for key, v in _faithfulness(
+                    model, xb, ex, k, base, target, sb, n_random, seed + i, patch, kwb
+                ).items():
+                    faith.setdefault(key, []).append(v)
+        out["accuracy_evaluated"] = _accuracy(model, batches("acc", (x, y, kw)))["accuracy"]
         if thickness_radius is not None:
             mean, std = _mean_std(torch.cat(thick))
             out["thickness"] = {"radius": float(thickness_radius), "mean": mean, "std": std}
+        if faithfulness:
+            out["faithfulness"] = {
+                **{key: _mean_std(torch.cat(v))[0] for key, v in faith.items()},
+                "baseline": baseline if isinstance(baseline, str) else "custom",
+                "occlusion_patch": patch,
+                "n_random": n_random,
+            }
+        loc = locality(torch.cat(clean), k)
+        out["locality"] = {
+            "distinct_topk_sets": loc["distinct_topk_sets"],
+            "global_topk_p_at_k": _mean_std(loc["global_topk_p_at_k"])[0],
+        }
 
         out["attacks"] = {}
         for name, atk in attacks.items():
@@ -204,17 +281,62 @@ def evaluate(
                 "eps": _plain(getattr(atk, "eps", None)),
                 "steps": _plain(getattr(atk, "steps", None)),
                 "norm": getattr(atk, "norm", None),
+                "box": getattr(atk, "bounds", None) is not None,
                 **summary,
             }
             if thickness_radius is not None:
                 entry["thickness_adv_mean"] = _mean_std(torch.cat(thick_adv))[0]
             entry["seconds"] = seconds
+            if results[0].member_names is not None:
+                entry["preset"] = getattr(atk, "preset", None)
+                entry["found_by"] = AttackResult.cat(results).found_by()
             out["attacks"][name] = entry
     finally:
         if isinstance(model, nn.Module) and was_training is not None:
             model.train(was_training)
     out["seconds"] = time.perf_counter() - t_start
     return out
+
+
+def _accuracy(
+    model: Any, it: Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]
+) -> dict[str, Any]:
+    """``{"accuracy", "n_split"}`` over every batch of ``it``."""
+    correct, total = 0, 0
+    with torch.no_grad():
+        for xb, yb, kwb in it:
+            correct += int((model(xb, **kwb).argmax(1) == yb).sum())
+            total += int(yb.shape[0])
+    return {"accuracy": correct / total, "n_split": total}
+
+
+def _faithfulness(
+    model: Any,
+    xb: torch.Tensor,
+    ex: Explainer,
+    k: int,
+    base: torch.Tensor,
+    target: torch.Tensor,
+    scores: torch.Tensor,
+    n_random: int,
+    seed: int,
+    patch: int | None,
+    kwb: dict[str, Any],
+) -> dict[str, torch.Tensor]:
+    """Per-input deletion drops and gain, and occlusion agreement, of one batch."""
+    d = deletion(
+        model, xb, ex, k, baseline=base, target=target, n_random=n_random, seed=seed,
+        valid=_valid_units(ex, xb, kwb), scores=scores, **kwb,
+    )  # fmt: skip
+    occ = occlusion_agreement(
+        model, xb, ex, k, baseline=base, target=target, patch=patch, scores=scores, **kwb
+    )
+    return {
+        "deletion_gain": d["gain"],
+        "deletion_drop_topk": d["drop_topk"],
+        "deletion_drop_random": d["drop_random"],
+        "occlusion_agreement": occ,
+    }
 
 
 def _row_kwargs(kw: dict[str, Any], n: int) -> dict[str, Any]:

@@ -14,7 +14,9 @@ the input) and into per-feature importance *scores* ``s(x)`` of shape ``(N, F)``
 ``f_c`` is the *output* being explained: the logit of the target class (default), its softmax
 probability, or the cross-entropy loss of the target. The importance of a feature is
 ``|a(x)|``, summed over the channel axis of images ``(N, C, H, W)`` and over the node-feature
-axis of graphs ``(N, nodes, d)``.
+axis of graphs ``(N, nodes, d)``. With feature ``groups`` (a partition of the columns, e.g. the
+one-hot columns of one tabular attribute) the score of a group is the sum of its columns' scores,
+``s_g(x) = Σ_{j∈g} |a_j(x)|``, so what is ranked is the attributes, not the columns.
 
 Every method accepts ``create_graph=True``, so a loss of the explanation (R2ET's ranking
 regulariser, an attack objective) can be back-propagated to the input and to the parameters.
@@ -84,13 +86,109 @@ def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor,
     return torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n, dtype=torch.float64), w
 
 
-def reduce_scores(attr: torch.Tensor, reduce: str | None = "auto") -> torch.Tensor:
+def group_index(groups: Any, n_features: int | None = None) -> torch.Tensor:
+    """Feature groups as a ``(F,)`` long tensor mapping each column to its group ``0..G−1``.
+
+    ``groups`` is either such a tensor/sequence of ints (one group id per column, every id in
+    ``0..G−1`` used) or a sequence of column-index lists that partitions ``0..F−1`` (each column
+    in exactly one group). ``n_features`` (F), when given, is checked. Raises ``ValueError``
+    for anything that is not a partition.
+    """
+    if isinstance(groups, torch.Tensor):
+        gid = groups.detach().to("cpu")
+        if gid.dim() != 1 or gid.is_floating_point() or gid.dtype == torch.bool:
+            raise ValueError("groups as a tensor must be a 1-D integer tensor of group ids")
+        gid = gid.long()
+    else:
+        try:
+            items = list(groups)
+        except TypeError:
+            raise ValueError(
+                f"groups must be a list of column-index lists or one group id per column, "
+                f"got {type(groups).__name__}"
+            ) from None
+        if not items:
+            raise ValueError("groups must not be empty")
+        if all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) for g in items):
+            gid = torch.tensor([int(g) for g in items], dtype=torch.long)
+        else:
+            cols: list[int] = []
+            ids: list[int] = []
+            for i, g in enumerate(items):
+                try:
+                    members = [int(c) for c in g]
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"groups[{i}] must be a list of column indices, got {g!r}"
+                    ) from None
+                if not members:
+                    raise ValueError(f"groups[{i}] is empty")
+                cols += members
+                ids += [i] * len(members)
+            f = max(cols) + 1
+            if min(cols) < 0 or len(cols) != f or len(set(cols)) != f:
+                raise ValueError(
+                    "groups must partition the columns 0..F-1: every column in exactly one group"
+                )
+            gid = torch.empty(f, dtype=torch.long)
+            gid[torch.tensor(cols)] = torch.tensor(ids)
+    if gid.numel() == 0 or int(gid.min()) < 0:
+        raise ValueError("group ids must be >= 0")
+    n_groups = int(gid.max()) + 1
+    if torch.bincount(gid, minlength=n_groups).min() == 0:
+        raise ValueError(f"group ids must use every value in 0..{n_groups - 1}")
+    if n_features is not None and gid.numel() != n_features:
+        raise ValueError(f"groups cover {gid.numel()} columns, but there are {n_features} features")
+    return gid
+
+
+def reduce_scores(
+    attr: torch.Tensor, reduce: str | None = "auto", groups: Any = None
+) -> torch.Tensor:
     """Per-feature importance ``s = |a|`` reduced to shape ``(N, F)``.
 
     ``reduce="auto"``: 2-D tabular ``(N, F)`` is kept; 3-D graphs ``(N, nodes, d)`` sum over
     ``d`` (F = nodes); 4-D images ``(N, C, H, W)`` sum over ``C`` (F = H·W). ``"channel"`` sums
     dimension 1, ``"last"`` the last dimension; ``None`` flattens ``|a|`` unchanged.
+    ``groups`` (see :func:`group_index`) then sums the columns of each group:
+    ``s_g = Σ_{j∈g} s_j``, shape ``(N, G)``.
     """
+    s = _reduce(attr, reduce)
+    if groups is None:
+        return s
+    gid = group_index(groups, s.shape[1]).to(s.device)
+    return s.new_zeros(s.shape[0], int(gid.max()) + 1).index_add(1, gid, s)
+
+
+def _unit_columns(shape: tuple[int, ...], reduce: str | None) -> torch.Tensor:
+    """For one input of ``shape``, the score column each entry is summed into by ``reduce``
+    (mirrors :func:`_reduce`)."""
+    check_choice("reduce", reduce, REDUCTIONS)
+    if not shape:
+        raise ValueError("inputs need at least one feature dimension")
+
+    def spread(lead: tuple[int, ...], inner: tuple[int, ...]) -> torch.Tensor:
+        # columns numbered over ``inner``, repeated over the summed ``lead`` dimensions
+        idx = torch.arange(int(np.prod(inner)) if inner else 1).view(inner)
+        return idx.expand(*lead, *inner)
+
+    if reduce == "auto":
+        if len(shape) == 1:
+            return torch.arange(shape[0])
+        if len(shape) == 2:  # graphs (nodes, d): one column per node
+            return torch.arange(shape[0])[:, None].expand(shape).contiguous()
+        if len(shape) == 3:  # images (C, H, W): one column per pixel
+            return spread(shape[:1], shape[1:]).contiguous()
+        raise ValueError(f"reduce='auto' handles 2-D, 3-D and 4-D inputs, got {shape}")
+    if reduce == "channel":
+        return spread(shape[:1], shape[1:]).contiguous()
+    if reduce == "last":
+        idx = torch.arange(int(np.prod(shape[:-1])) if shape[:-1] else 1).view(*shape[:-1], 1)
+        return idx.expand(shape).contiguous()
+    return torch.arange(int(np.prod(shape))).view(shape)
+
+
+def _reduce(attr: torch.Tensor, reduce: str | None) -> torch.Tensor:
     check_choice("reduce", reduce, REDUCTIONS)
     s = attr.abs()
     if reduce == "auto":
@@ -149,6 +247,9 @@ class Explainer:
     output : ``"logit"`` (target-class logit, default) | ``"prob"`` (softmax probability) |
         ``"loss"`` (cross-entropy with the target as label)
     reduce : how ``|attribution|`` becomes one score per feature, see :func:`reduce_scores`.
+    groups : None, or feature groups (see :func:`group_index`): the ranked units become the
+        groups, each scored by the sum of its columns' scores (e.g. ``ds.groups``: the 14
+        attributes of Adult instead of its 108 one-hot and numeric columns).
     **method_kwargs :
         smoothgrad: ``n_samples`` (25), ``sigma`` (0.15), ``sigma_mode`` (``"relative"``: σ is
         a fraction of each input's value range max−min, as in Smilkov et al., treated as a
@@ -167,11 +268,13 @@ class Explainer:
         method: str = "grad",
         output: str = "logit",
         reduce: str | None = "auto",
+        groups: Any = None,
         **method_kwargs,
     ) -> None:
         check_choice("method", method, METHODS)
         check_choice("output", output, OUTPUTS)
         check_choice("reduce", reduce, REDUCTIONS)
+        self.groups: torch.Tensor | None = None if groups is None else group_index(groups)
         allowed = _METHOD_KWARGS[method]
         unknown = sorted(set(method_kwargs) - set(allowed))
         if unknown:
@@ -196,14 +299,65 @@ class Explainer:
 
     def __repr__(self) -> str:
         kw = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
+        if self.groups is not None:
+            kw += f", groups=<{self.n_groups} groups of {self.groups.numel()} columns>"
         return (
             f"Explainer(method={self.method!r}, output={self.output!r}, reduce={self.reduce!r}{kw})"
         )
 
+    @property
+    def n_groups(self) -> int | None:
+        """Number of feature groups G (None without groups)."""
+        return None if self.groups is None else int(self.groups.max()) + 1
+
     def config(self) -> dict[str, Any]:
         """JSON-ready description; ``Explainer(**ex.config())`` rebuilds it."""
         kw = {k: v for k, v in self.kwargs.items() if not isinstance(v, torch.Tensor)}
-        return {"method": self.method, "output": self.output, "reduce": self.reduce, **kw}
+        out = {"method": self.method, "output": self.output, "reduce": self.reduce, **kw}
+        if self.groups is not None:
+            out["groups"] = self.groups.tolist()
+        return out
+
+    def with_groups(self, groups: Any) -> Explainer:
+        """A copy of this explainer that ranks ``groups`` (None: the plain features)."""
+        cfg = {k: v for k, v in self.config().items() if k != "groups"}
+        tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
+        return Explainer(**cfg, **tensors, groups=groups)
+
+    def reduce_attr(self, attr: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, F)`` (or ``(N, G)`` with groups) of an attribution: ``|a|`` reduced
+        by ``reduce``, then summed per group (:func:`reduce_scores`)."""
+        return reduce_scores(attr, self.reduce, self.groups)
+
+    def unit_index(self, input_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        """The ranked unit (score column) of every entry of one input, as a long tensor of
+        shape ``input_shape``: column ``j`` for tabular data, pixel ``h·W + w`` for every
+        channel of an image, node ``n`` for every feature of a graph node, then its group.
+        Deletion and occlusion replace whole units, so they replace exactly what is ranked."""
+        shape = tuple(int(d) for d in input_shape)
+        cols = _unit_columns(shape, self.reduce)
+        if self.groups is not None:
+            gid = self.groups
+            n_cols = int(cols.max()) + 1
+            if gid.numel() != n_cols:
+                raise ValueError(
+                    f"groups cover {gid.numel()} columns, but inputs of shape {shape} have "
+                    f"{n_cols} features"
+                )
+            cols = gid[cols]
+        return cols.view(shape)
+
+    def output_of(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: int | torch.Tensor | None = None,
+        **forward_kwargs: Any,
+    ) -> torch.Tensor:
+        """The explained scalar ``f_c(x)`` of every row, shape ``(N,)``: the target's logit,
+        softmax probability or cross-entropy (``output``); ``target=None``: predicted class."""
+        check_batch("x", x)
+        return self._selected(model, x, target, forward_kwargs)
 
     # ------------------------------------------------------------------ public API
     def attribute(
@@ -239,9 +393,10 @@ class Explainer:
         create_graph: bool = False,
         **forward_kwargs: Any,
     ) -> torch.Tensor:
-        """Feature importance ``s(x) = reduce(|a(x)|)`` of shape ``(N, F)``, all ``>= 0``."""
+        """Feature importance ``s(x) = reduce(|a(x)|)`` of shape ``(N, F)`` (``(N, G)`` with
+        groups: ``s_g = Σ_{j∈g} s_j``), all ``>= 0``."""
         attr = self.attribute(model, x, target, create_graph=create_graph, **forward_kwargs)
-        return reduce_scores(attr, self.reduce)
+        return self.reduce_attr(attr)
 
     def resolve_target(
         self,

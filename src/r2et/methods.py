@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r2et._checks import check_choice, check_k
-from r2et.explain import Explainer, reduce_scores
+from r2et.explain import Explainer
 from r2et.metrics import topk_mask
 from r2et.models import has_relu, relu_to_softplus
 
@@ -462,7 +462,7 @@ class TrainingMethod:
         # the double-backward graph small (this path runs on every step)
         parts: list[tuple[str, torch.Tensor, float, float, float]] = []
         if "gap" in terms:
-            scores = reduce_scores(attr, self.explainer.reduce)
+            scores = self.explainer.reduce_attr(attr)
             k = check_k(self.k, scores.shape[1])
             stat, a, b = _gap_statistic(scores, k, hp.get("m"), hp["normalize"])
             parts.append(("gap", stat, a, b, -hp["lam"]))
@@ -614,7 +614,7 @@ class TrainingMethod:
         x_adv = atk(model, x.detach(), target, **fkw).x_adv.detach()
         logits, attr, _ = self._saliency_at(model, x_adv, target, fkw)
         ce = F.cross_entropy(logits, y)
-        scores = reduce_scores(attr, ex.reduce)
+        scores = ex.reduce_attr(attr)
         gap = ranking_gap(scores, topk_mask(s_clean, k), None, hp["normalize"]).mean()
         logs = _logs(logits, y, ce=ce, gap=gap)
         return ce + self._weighted(ce, [(hp["lam"], -gap)]), logs
@@ -684,6 +684,7 @@ def get_method(
     name: str,
     k: int | None = None,
     explainer: Explainer | dict[str, Any] | None = None,
+    groups: Any = None,
     **hyperparameters: Any,
 ) -> TrainingMethod:
     """The training recipe ``name`` (see :func:`list_methods`) with its hyperparameters.
@@ -691,7 +692,9 @@ def get_method(
     ``k`` is the top-k size of the ranking terms (required by ``at`` and the ``r2et`` family,
     checked against the number of features F as ``1 <= k <= F-1`` when the loss first sees
     data). ``explainer``: an :class:`Explainer`, its ``config()`` dict, or None for gradient
-    saliency of the method's default output (see the module docstring). Unknown
+    saliency of the method's default output (see the module docstring). ``groups`` (e.g.
+    ``ds.groups``) makes the ranking terms rank feature groups, each scored by the sum of its
+    columns' scores (:func:`r2et.explain.group_index`); k then counts groups. Unknown
     hyperparameters, negative weights and bad values raise ``ValueError``.
 
     Hyperparameters (the defaults were chosen on Adult, see
@@ -727,6 +730,8 @@ def get_method(
         raise ValueError(
             f"explainer must be an Explainer, its config dict or None, got {type(explainer)}"
         )
+    if groups is not None:
+        explainer = explainer.with_groups(groups)
     return TrainingMethod(name, k, explainer, hp)
 
 

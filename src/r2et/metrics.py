@@ -1,4 +1,14 @@
-"""Ranking-stability metrics on ``(N, F)`` score matrices, and explanation thickness.
+"""Metrics of explanations: ranking stability on ``(N, F)`` score matrices, explanation
+thickness, and faithfulness and locality.
+
+* stability: :func:`precision_at_k`, :func:`topk_kendall`, :func:`topk_spearman`,
+  :func:`cosine_distance`, :func:`thickness` (Chen et al., NeurIPS 2024);
+* faithfulness: :func:`deletion` (deletion gain over random units), :func:`occlusion_scores`,
+  :func:`occlusion_agreement`;
+* locality: :func:`locality` (distinct top-k sets, agreement with the global top-k).
+
+A stable explanation is worth little if it is not faithful: an explanation that names the
+same k features for every input is perfectly stable and says nothing about *this* input.
 
 Everything is torch-native and batched over rows: no loops over samples or features, no
 NumPy round trips, results on the inputs' device.
@@ -12,7 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from r2et._ball import NORMS, sample_in_ball
-from r2et._checks import check_batch, check_choice, check_k, check_positive, check_scores_pair
+from r2et._checks import (
+    check_batch,
+    check_choice,
+    check_finite,
+    check_k,
+    check_positive,
+    check_scores_pair,
+)
 from r2et.explain import Explainer, quadrature, repeat_batch, repeat_forward_kwargs
 
 
@@ -158,3 +175,207 @@ def thickness(
             gap = topk_gap(s, repeat_batch(mask, hi - lo)).view(hi - lo, n)
             total = total + w * gap.sum(0)
     return total / reps
+
+
+# ------------------------------------------------------------------ faithfulness and locality
+def replace_units(
+    x: torch.Tensor, unit_index: torch.Tensor, units: torch.Tensor, baseline: Any
+) -> torch.Tensor:
+    """``x`` with every entry of the chosen units set to the baseline.
+
+    ``unit_index`` (shape of one input, from :meth:`Explainer.unit_index`) names the unit of
+    each entry; ``units`` is an ``(N, U)`` boolean matrix of the units to replace per row;
+    ``baseline`` is a scalar or a tensor broadcastable to ``x`` (e.g. the mean training input).
+    """
+    n = x.shape[0]
+    idx = unit_index.to(x.device).flatten()
+    entries = units[:, idx].view(n, *x.shape[1:])
+    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    return torch.where(entries, base.expand_as(x), x)
+
+
+def _class_prob(
+    model: Any, x: torch.Tensor, target: torch.Tensor, fkw: dict[str, Any]
+) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x, **fkw).softmax(1).gather(1, target[:, None]).squeeze(1)
+
+
+def _random_units(
+    n: int, valid: torch.Tensor, k: int, draws: int, gen: torch.Generator | None
+) -> torch.Tensor:
+    """``(draws·N, U)`` masks of k units drawn uniformly without replacement among the valid
+    units of each row (all of them when fewer than k are valid)."""
+    u = valid.shape[1]
+    keys = torch.rand((draws, n, u), generator=gen, device=valid.device)
+    keys = keys.masked_fill(~valid.unsqueeze(0), -1.0)
+    idx = keys.topk(k, dim=2).indices
+    mask = torch.zeros((draws, n, u), dtype=torch.bool, device=valid.device)
+    mask.scatter_(2, idx, True)
+    return (mask & valid.unsqueeze(0)).view(draws * n, u)
+
+
+def deletion(
+    model: Any,
+    x: torch.Tensor,
+    ex: Explainer,
+    k: int,
+    *,
+    baseline: Any = 0.0,
+    target: int | torch.Tensor | None = None,
+    n_random: int = 8,
+    seed: int | None = None,
+    valid: torch.Tensor | None = None,
+    scores: torch.Tensor | None = None,
+    **forward_kwargs: Any,
+) -> dict[str, torch.Tensor]:
+    """Deletion faithfulness of the explainer's top-k, per input (each ``(N,)``).
+
+    ``drop_topk = p_c(x) − p_c(x ∖ T)``: the fall of the explained class's softmax probability
+    when the input's top-k units T (features, pixels over all channels, nodes, or groups, as
+    the explainer ranks them) are replaced by ``baseline`` (e.g. the mean training input);
+    ``drop_random`` is the same fall for k units drawn at random (``n_random`` draws, averaged;
+    among the ``valid`` units, an ``(N, U)`` mask, e.g. a graph's real nodes); ``gain =
+    drop_topk − drop_random`` (deletion gain: how much more the explanation's units matter to
+    the prediction than random ones; 0 for an explanation that says nothing about this input).
+    The class c is ``target`` (None: the prediction at x). ``scores`` (the clean ``(N, U)``
+    scores) saves recomputing them. Deletion metrics in this form go back to Samek et al.
+    (IEEE TNNLS 2017, "Evaluating the visualization of what a deep neural network has
+    learned").
+    """
+    check_batch("x", x)
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
+        raise ValueError(f"n_random must be an int >= 1, got {n_random!r}")
+    x = x.detach()
+    n = x.shape[0]
+    tgt = ex.resolve_target(model, x, target, **forward_kwargs)
+    s = ex.scores(model, x, tgt, **forward_kwargs).detach() if scores is None else scores
+    k = check_k(k, s.shape[1])
+    units = ex.unit_index(x.shape[1:])
+    if valid is None:
+        valid = torch.ones_like(s, dtype=torch.bool)
+    elif valid.shape != s.shape:
+        raise ValueError(f"valid must be a bool mask of shape {tuple(s.shape)}")
+    valid = valid.to(device=s.device, dtype=torch.bool)
+    p0 = _class_prob(model, x, tgt, forward_kwargs)
+    top = topk_mask(s.masked_fill(~valid, -1.0), k) & valid
+    p_top = _class_prob(model, replace_units(x, units, top, baseline), tgt, forward_kwargs)
+    gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
+    rand = _random_units(n, valid, k, n_random, gen)
+    xr = replace_units(repeat_batch(x, n_random), units, rand, baseline)
+    kw = repeat_forward_kwargs(forward_kwargs, n, n_random)
+    p_rand = _class_prob(model, xr, repeat_batch(tgt, n_random), kw).view(n_random, n)
+    drop_top = p0 - p_top
+    drop_rand = (p0.unsqueeze(0) - p_rand).mean(0)
+    return {"drop_topk": drop_top, "drop_random": drop_rand, "gain": drop_top - drop_rand}
+
+
+def patch_units(unit_index: torch.Tensor, image_shape: tuple[int, int], patch: int) -> torch.Tensor:
+    """Pixel units (``h·W + w``) regrouped into ``patch × patch`` squares: returns the
+    ``(H·W,)`` patch id of every pixel (``⌈H/p⌉·⌈W/p⌉`` patches, row-major)."""
+    h, w = image_shape
+    rows = torch.arange(h * w) // w
+    cols = torch.arange(h * w) % w
+    per_row = -(-w // patch)
+    return (rows // patch) * per_row + cols // patch
+
+
+def occlusion_scores(
+    model: Any,
+    x: torch.Tensor,
+    ex: Explainer,
+    *,
+    baseline: Any = 0.0,
+    target: int | torch.Tensor | None = None,
+    unit_index: torch.Tensor | None = None,
+    batch_size: int = 4096,
+    **forward_kwargs: Any,
+) -> torch.Tensor:
+    """Single-unit occlusion importance, ``(N, U)``: ``|f_c(x) − f_c(x with unit u set to the
+    baseline)|`` for every unit u, with ``f_c`` the explainer's output (logit, probability or
+    loss of class c; Zeiler & Fergus, ECCV 2014). Units are the explainer's (or
+    ``unit_index``: one unit id per input entry); ``batch_size`` caps the rows per forward."""
+    check_batch("x", x)
+    x = x.detach()
+    n = x.shape[0]
+    tgt = ex.resolve_target(model, x, target, **forward_kwargs)
+    units = ex.unit_index(x.shape[1:]) if unit_index is None else unit_index
+    n_units = int(units.max()) + 1
+    with torch.no_grad():
+        f0 = ex.output_of(model, x, tgt, **forward_kwargs)
+        out = torch.empty(n, n_units, dtype=x.dtype, device=x.device)
+        per = max(1, batch_size // n)
+        eye = torch.eye(n_units, dtype=torch.bool, device=x.device)
+        for lo in range(0, n_units, per):
+            hi = min(n_units, lo + per)
+            m = hi - lo
+            masks = eye[lo:hi].unsqueeze(1).expand(m, n, n_units).reshape(m * n, n_units)
+            xo = replace_units(repeat_batch(x, m), units, masks, baseline)
+            kw = repeat_forward_kwargs(forward_kwargs, n, m)
+            f = ex.output_of(model, xo, repeat_batch(tgt, m), **kw).view(m, n)
+            out[:, lo:hi] = (f0.unsqueeze(0) - f).abs().T
+    return out
+
+
+def occlusion_agreement(
+    model: Any,
+    x: torch.Tensor,
+    ex: Explainer,
+    k: int,
+    *,
+    baseline: Any = 0.0,
+    target: int | torch.Tensor | None = None,
+    patch: int | None = None,
+    scores: torch.Tensor | None = None,
+    batch_size: int = 4096,
+    **forward_kwargs: Any,
+) -> torch.Tensor:
+    """P@k between the explainer's top-k and the top-k of single-unit occlusion
+    (:func:`occlusion_scores`), per input, ``(N,)``.
+
+    An explanation that agrees with occlusion names units whose removal actually moves the
+    explained output. For images ``patch`` (an int p) occludes ``p × p`` squares instead of
+    pixels (so that it stays affordable): the explainer's pixel scores are summed per square
+    and both top-k are taken over squares with ``k_p = min(⌈k/p²⌉, U−1)``.
+    """
+    check_batch("x", x)
+    x = x.detach()
+    tgt = ex.resolve_target(model, x, target, **forward_kwargs)
+    s = ex.scores(model, x, tgt, **forward_kwargs).detach() if scores is None else scores
+    units = ex.unit_index(x.shape[1:])
+    if patch is not None and patch > 1:
+        if x.dim() != 4 or ex.groups is not None or ex.reduce not in ("auto", "channel"):
+            raise ValueError("patch occlusion needs image inputs (N, C, H, W) ranked by pixel")
+        pid = patch_units(units, tuple(x.shape[2:]), int(patch)).to(s.device)
+        n_p = int(pid.max()) + 1
+        s = s.new_zeros(s.shape[0], n_p).index_add(1, pid, s)
+        units = pid.cpu()[units]
+        k = min(-(-k // (patch * patch)), n_p - 1)
+    occ = occlusion_scores(
+        model, x, ex, baseline=baseline, target=tgt, unit_index=units, batch_size=batch_size,
+        **forward_kwargs,
+    )  # fmt: skip
+    return precision_at_k(s, occ, check_k(k, s.shape[1]))
+
+
+def locality(scores: torch.Tensor, k: int) -> dict[str, Any]:
+    """How input-specific the top-k explanations of a set of inputs are.
+
+    ``distinct_topk_sets``: the number of different top-k sets among the rows of ``scores``
+    (1: every input gets the same explanation); ``global_topk_p_at_k`` ``(N,)``: P@k of each
+    row's top-k against the *global* top-k, the top-k of the mean of the rows' normalised
+    scores ``mean_n s_n / Σ_j s_nj`` (1 everywhere: the explanation is one fixed set, whatever
+    the input).
+    """
+    check_finite("scores", scores)
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be an (N, F) matrix, got shape {tuple(scores.shape)}")
+    k = check_k(k, scores.shape[1])
+    idx = scores.topk(k, dim=1).indices.sort(1).values
+    distinct = int(torch.unique(idx, dim=0).shape[0])
+    share = scores / scores.sum(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    glob = share.mean(0, keepdim=True).expand_as(scores)
+    return {
+        "distinct_topk_sets": distinct,
+        "global_topk_p_at_k": precision_at_k(scores, glob.contiguous(), k),
+    }

@@ -35,9 +35,15 @@ class BenchConfig:
     a method without an entry runs once with its defaults. ``datasets_options`` maps a dataset
     to overrides: ``eps`` (attack budget), ``k``, ``model`` (a model spec), ``load`` (keyword
     arguments of ``load_dataset``), and ``pretrain``/``finetune``/``evaluate`` tables that
-    update the global ones for that dataset. Selection rule: per dataset and method, the
-    setting with the best ERAttack P@k among those whose mean validation accuracy is within
-    ``max_acc_drop`` of vanilla's.
+    update the global ones for that dataset. ``evaluate``: ``n`` test inputs per cell,
+    ``preset`` of the :class:`~r2et.EnsembleAttack` whose P@k is the reported stability,
+    ``box`` (attacks stay inside the data's valid box), ``steps`` of the paper's ERAttack and
+    MSEAttack (reported beside it), ``budgets`` (multiples of eps for the P@k-versus-budget
+    curve, measured with the ``budget_preset`` ensemble). Selection rule
+    (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
+    settings whose mean validation accuracy is within ``max_acc_drop`` of vanilla's and whose
+    mean deletion gain is at least ``min_deletion_ratio`` times vanilla's (None: no
+    faithfulness condition), the one with the best ensemble P@k.
     """
 
     datasets: list[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))
@@ -54,13 +60,17 @@ class BenchConfig:
         default_factory=lambda: {
             "n": 300,
             "steps": 50,
+            "preset": "standard",
+            "box": True,
             "budgets": [0.25, 0.5, 1.0],
+            "budget_preset": "fast",
             "thickness_samples": 8,
             "thickness_steps": 8,
         }
     )
     datasets_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_acc_drop: float = 0.02
+    min_deletion_ratio: float | None = 0.9
     device: str | None = None
     threads: int | None = None
     save_models: bool = True
@@ -111,6 +121,20 @@ class BenchConfig:
             raise ValueError(f"seeds must be integers, got {self.seeds}")
         if not 0 <= float(self.max_acc_drop) <= 1:
             raise ValueError(f"max_acc_drop must lie in [0, 1], got {self.max_acc_drop}")
+        if self.min_deletion_ratio is not None and not 0 <= float(self.min_deletion_ratio) <= 1:
+            raise ValueError(
+                f"min_deletion_ratio must be None or lie in [0, 1], got {self.min_deletion_ratio}"
+            )
+        from r2et.attacks import list_presets
+
+        for key in ("preset", "budget_preset"):
+            if self.evaluate.get(key, "standard") not in list_presets():
+                raise ValueError(
+                    f"evaluate.{key}={self.evaluate.get(key)!r} is not a preset; "
+                    f"allowed: {list_presets()}"
+                )
+        if self.evaluate.get("box", True) not in (True, False):
+            raise ValueError(f"evaluate.box must be true or false, got {self.evaluate['box']!r}")
         for sec in ("pretrain", "finetune"):
             if int(getattr(self, sec).get("epochs", 1)) < 0:
                 raise ValueError(f"{sec}.epochs must be >= 0")

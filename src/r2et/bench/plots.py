@@ -52,11 +52,16 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_budget_curves(
-    rows: list[dict[str, Any]], max_acc_drop: float, path: Path, order: list[str] | None = None
+    rows: list[dict[str, Any]],
+    max_acc_drop: float,
+    path: Path,
+    order: list[str] | None = None,
+    min_deletion_ratio: float | None = 0.9,
+    preset: str = "fast",
 ) -> Path:
-    """ERAttack P@k versus attack budget eps, one panel per dataset, one line per method
-    (selected setting, mean over seeds)."""
-    chosen = select(rows, max_acc_drop)
+    """Ensemble-attack P@k (the ``budget_preset``) versus attack budget eps, one panel per
+    dataset, one line per method (selected setting, mean over seeds)."""
+    chosen = select(rows, max_acc_drop, min_deletion_ratio)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
@@ -77,37 +82,69 @@ def plot_budget_curves(
             ax.plot([0.0, *xs], [1.0, *ys], marker="o", label=m, color=colors[m])
         ax.set_title(d)
         ax.set_xlabel("attack budget eps (l_inf)")
-        ax.set_ylabel("P@k under ERAttack")
+        ax.set_ylabel(f"P@k under the {preset} ensemble")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     return _finish(fig, axes, "Top-k stability versus attack budget (higher is more stable)", path)
 
 
-def plot_accuracy_vs_patk(
-    rows: list[dict[str, Any]], path: Path, order: list[str] | None = None
+def _scatter(
+    rows: list[dict[str, Any]],
+    path: Path,
+    order: list[str] | None,
+    y_key: str,
+    y_label: str,
+    title: str,
 ) -> Path:
-    """Every cell: test accuracy against ERAttack P@k, one panel per dataset."""
+    """Every cell: ensemble P@k (x) against ``y_key`` (y), one panel per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
     fig, axes = _panels(len(datasets))
     for ax, d in zip(axes[0], datasets):
         for m in methods:
-            pts = [r for r in rows if r["dataset"] == d and r["method"] == m]
+            pts = [
+                r
+                for r in rows
+                if r["dataset"] == d and r["method"] == m and r.get(y_key) is not None
+            ]
             if pts:
                 ax.scatter(
-                    [r["erattack_p_at_k_mean"] for r in pts],
-                    [r["accuracy"] for r in pts],
+                    [r.get("ensemble_p_at_k_mean", float("nan")) for r in pts],
+                    [r[y_key] for r in pts],
                     label=m,
                     color=colors[m],
                     s=28,
                     alpha=0.85,
                 )
         ax.set_title(d)
-        ax.set_xlabel("P@k under ERAttack")
-        ax.set_ylabel("test accuracy")
+        ax.set_xlabel("P@k under the ensemble attack")
+        ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
-    return _finish(fig, axes, "Accuracy versus explanation stability (every grid cell)", path)
+    return _finish(fig, axes, title, path)
+
+
+def plot_accuracy_vs_patk(
+    rows: list[dict[str, Any]], path: Path, order: list[str] | None = None
+) -> Path:
+    """Every cell: test accuracy against ensemble P@k, one panel per dataset."""
+    return _scatter(
+        rows, path, order, "accuracy", "test accuracy",
+        "Accuracy versus explanation stability (every grid cell)",
+    )  # fmt: skip
+
+
+def plot_stability_vs_faithfulness(
+    rows: list[dict[str, Any]], path: Path, order: list[str] | None = None
+) -> Path:
+    """Every cell: deletion gain (faithfulness) against ensemble P@k (stability): a method is
+    only useful up and to the right; stability bought by an explanation that no longer says
+    why this input got this prediction sits to the right and down."""
+    return _scatter(
+        rows, path, order, "deletion_gain",
+        "deletion gain (top-k minus random units)",
+        "Stability versus faithfulness (every grid cell; up and right is better)",
+    )  # fmt: skip
 
 
 def plot_training_cost(
@@ -148,15 +185,16 @@ def plot_training_cost(
 def plot_saliency_panel(
     out: Path, rows: list[dict[str, Any]], cfg: Any, dataset: str, path: Path, n_images: int = 3
 ) -> Path | None:
-    """For an image dataset: inputs and their saliency maps before and after ERAttack, for
-    vanilla and the R2ET model (selected settings, first seed), top-k pixels outlined."""
-    from r2et.attacks import ERAttack
+    """For an image dataset: inputs and their saliency maps before and after the ``fast``
+    ensemble attack, for vanilla and the R2ET model (selected settings, first seed), top-k
+    pixels outlined."""
+    from r2et.attacks import EnsembleAttack
     from r2et.bench.runner import _dataset_settings, _load
     from r2et.explain import Explainer
     from r2et.metrics import topk_mask
     from r2et.train import load_run
 
-    chosen = select(rows, cfg.max_acc_drop)
+    chosen = select(rows, cfg.max_acc_drop, cfg.min_deletion_ratio)
     models = []
     for m in ("vanilla", *R2ET_FAMILY):
         sel = chosen.get((dataset, m))
@@ -187,9 +225,8 @@ def plot_saliency_panel(
         axes[row][0].imshow(img, cmap="gray" if img.ndim == 2 else None)
         axes[row][0].set_title("input" if row == 0 else "")
     for j, (name, model, _) in enumerate(models):
-        res = ERAttack(ex, k, eps, steps=int(cfg.evaluate["steps"]), bounds=ds.bounds, seed=seed)(
-            model, x
-        )
+        bounds = ds.bounds if cfg.evaluate.get("box", True) else None
+        res = EnsembleAttack(ex, k, eps, bounds=bounds, preset="fast", seed=seed)(model, x)
         for col, (scores, label) in enumerate(
             ((res.scores_clean, "clean"), (res.scores_adv, "attacked"))
         ):
@@ -213,7 +250,9 @@ def plot_saliency_panel(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{dataset}: saliency before/after ERAttack (eps={eps:g}, top-{k} circled)")
+    fig.suptitle(
+        f"{dataset}: saliency before/after the fast ensemble attack (eps={eps:g}, top-{k} circled)"
+    )
     return _save(fig, path)
 
 
@@ -223,8 +262,16 @@ def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
         return []
     plots = out / "plots"
     paths = [
-        plot_budget_curves(rows, cfg.max_acc_drop, plots / "p_at_k_vs_budget.png", cfg.methods),
+        plot_budget_curves(
+            rows,
+            cfg.max_acc_drop,
+            plots / "p_at_k_vs_budget.png",
+            cfg.methods,
+            cfg.min_deletion_ratio,
+            cfg.evaluate.get("budget_preset", "fast"),
+        ),
         plot_accuracy_vs_patk(rows, plots / "accuracy_vs_p_at_k.png", cfg.methods),
+        plot_stability_vs_faithfulness(rows, plots / "stability_vs_faithfulness.png", cfg.methods),
     ]
     if any(r["method"] == "vanilla" for r in rows):
         paths.append(plot_training_cost(rows, plots / "training_cost.png", cfg.methods))

@@ -2,10 +2,11 @@
 
 A *cell* is one (dataset, method, weight, seed). Per dataset and seed a vanilla model is
 pre-trained once (``pretrain/``) and every cell fine-tunes a copy of it with its method, then
-evaluates accuracy, P@k under ERAttack and MSEAttack, top-k rank correlations, thickness and
-cost. Cells are independent tasks: the ``local`` executor runs them in this process, the ``ray``
-executor as Ray tasks (one GPU each when the cluster has GPUs); either way each finished cell is
-written atomically to the :class:`~r2et.bench.store.ResultStore` as it arrives.
+evaluates accuracy, P@k under the ensemble attack (and the paper's ERAttack and MSEAttack),
+top-k rank correlations, thickness, faithfulness, locality and cost. Cells are independent
+tasks: the ``local`` executor runs them in this process, the ``ray`` executor as Ray tasks
+(one GPU each when the cluster has GPUs); either way each finished cell is written atomically
+to the :class:`~r2et.bench.store.ResultStore` as it arrives.
 """
 
 from __future__ import annotations
@@ -142,10 +143,20 @@ def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any
 
 
 def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``evaluate()``'s nested dict as flat table columns (``erattack_p_at_k_mean``, ...)."""
-    row: dict[str, Any] = {"accuracy": metrics["accuracy"], "n_eval": metrics["n"]}
+    """``evaluate()``'s nested dict as flat table columns (``ensemble_p_at_k_mean``,
+    ``deletion_gain``, ...)."""
+    row: dict[str, Any] = {
+        "accuracy": metrics["accuracy"],
+        "accuracy_evaluated": metrics.get("accuracy_evaluated"),
+        "n_eval": metrics["n"],
+        "n_test": metrics.get("n_split"),
+    }
     if "thickness" in metrics:
         row["thickness"] = metrics["thickness"]["mean"]
+    for section in ("faithfulness", "locality"):
+        for key, val in metrics.get(section, {}).items():
+            if isinstance(val, (int, float)) and not isinstance(val, bool):
+                row[key] = val
     for name, vals in metrics.get("attacks", {}).items():
         for key, val in vals.items():
             if key not in ("eps", "steps", "norm"):
@@ -156,18 +167,25 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 def evaluate_cell(
     model: torch.nn.Module, ds: Any, k: int, eps: float, ev: dict[str, Any], seed: int
 ) -> dict[str, Any]:
-    """Accuracy, ERAttack and MSEAttack at ``eps``, thickness at radius ``eps``, and the
-    ERAttack P@k curve over the budget multipliers ``ev["budgets"]``, on the first ``ev["n"]``
-    test inputs. Saliency is the logit gradient for every method, so all are attacked alike."""
-    from r2et.attacks import ERAttack, MSEAttack
+    """On the first ``ev["n"]`` test inputs: stability under the ``ev["preset"]``
+    :class:`~r2et.EnsembleAttack` (the reported P@k) and under the paper's ERAttack and
+    MSEAttack (``ev["steps"]`` steps), all at ``eps`` and inside the data box when
+    ``ev["box"]``; thickness at radius ``eps``; faithfulness and locality; accuracy on the whole
+    test split; and the P@k curve of the ``ev["budget_preset"]`` ensemble over the budget
+    multipliers ``ev["budgets"]``. Saliency is the logit gradient for every method, so all are
+    attacked alike."""
+    from r2et.attacks import EnsembleAttack, ERAttack, MSEAttack
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
 
     ex = Explainer("grad")
     n, steps = int(ev["n"]), int(ev["steps"])
+    bounds = ds.bounds if ev.get("box", True) else None
+    preset = ev.get("preset", "standard")
     attacks = {
-        "erattack": ERAttack(ex, k, eps, steps=steps, bounds=ds.bounds, seed=seed),
-        "mse": MSEAttack(ex, k, eps, steps=steps, bounds=ds.bounds, seed=seed),
+        "ensemble": EnsembleAttack(ex, k, eps, bounds=bounds, preset=preset, seed=seed),
+        "erattack": ERAttack(ex, k, eps, steps=steps, bounds=bounds, seed=seed),
+        "mse": MSEAttack(ex, k, eps, steps=steps, bounds=bounds, seed=seed),
     }
     metrics = evaluate(
         model,
@@ -182,15 +200,14 @@ def evaluate_cell(
         seed=seed,
     )
     row = flatten_metrics(metrics)
+    row["box"] = bounds is not None
+    row["preset"] = preset
     curve = {}
+    curve_preset = ev.get("budget_preset", "fast")
     for b in ev.get("budgets", []):
-        b = float(b)
-        if abs(b - 1.0) < 1e-12:
-            curve[f"{eps:g}"] = row["erattack_p_at_k_mean"]
-            continue
-        atk = ERAttack(ex, k, eps * b, steps=steps, bounds=ds.bounds, seed=seed)
-        m = evaluate(model, ds, ex, k=k, attacks={"erattack": atk}, n=n, seed=seed)
-        curve[f"{eps * b:g}"] = m["attacks"]["erattack"]["p_at_k_mean"]
+        atk = EnsembleAttack(ex, k, eps * float(b), bounds=bounds, preset=curve_preset, seed=seed)
+        m = evaluate(model, ds, ex, k=k, attacks={"curve": atk}, n=n, seed=seed, faithfulness=False)
+        curve[f"{eps * float(b):g}"] = m["attacks"]["curve"]["p_at_k_mean"]
     row["curve"] = dict(sorted(curve.items(), key=lambda kv: float(kv[0])))
     return row
 

@@ -105,6 +105,18 @@ class TableEncoder:
         """Numeric column names, then ``"col=value"`` for every category."""
         return self.numeric + [f"{c}={v}" for c in self.categorical for v in self.vocab[c]]
 
+    @property
+    def groups(self) -> tuple[list[list[int]], list[str]]:
+        """The encoded columns of each attribute (numeric: one column; categorical: its one-hot
+        columns) and the attributes' names, in column order."""
+        groups: list[list[int]] = [[i] for i in range(len(self.numeric))]
+        start = len(self.numeric)
+        for c in self.categorical:
+            n = len(self.vocab[c])
+            groups.append(list(range(start, start + n)))
+            start += n
+        return groups, self.numeric + self.categorical
+
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """The encoded float32 matrix of ``df`` (vectorised: one ``Categorical`` per column)."""
         blocks = []

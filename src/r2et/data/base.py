@@ -36,6 +36,10 @@ class Dataset:
     for tabular and image data). ``bounds`` is the valid input range for attacks: a pair of
     scalars (images) or of per-feature tensors shaped like one input (tabular), or None.
     ``default_model`` is a model spec (``{"name": ..., **kwargs}``) that suits the data.
+    ``groups`` (tabular data) partitions the columns into the table's attributes: a numeric
+    attribute is one column, a categorical one is all its one-hot columns; ``group_names`` names
+    them. Pass ``groups=ds.groups`` to an :class:`~r2et.Explainer` (or ``get_method``) to rank
+    attributes instead of columns. None for images and graphs.
     """
 
     name: str
@@ -52,11 +56,19 @@ class Dataset:
     bounds: tuple[Any, Any] | None = None
     default_model: dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
     info: dict[str, Any] = field(default_factory=dict)
+    groups: list[list[int]] | None = None
+    group_names: list[str] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input, without the batch dimension."""
         return tuple(self.train[0].shape[1:])
+
+    @property
+    def train_mean(self) -> torch.Tensor:
+        """The mean training input, shaped like one input: the default baseline that
+        deletion and occlusion put in place of a feature."""
+        return self.train[0].mean(0)
 
     @property
     def n_features(self) -> int:
@@ -124,5 +136,6 @@ class Dataset:
             "n_features": self.n_features,
             "n_classes": self.n_classes,
             "default_k": self.default_k,
+            **({"n_groups": len(self.groups)} if self.groups is not None else {}),
             **self.info,
         }

@@ -156,6 +156,7 @@ def build_tabular(
     }
     tr, va, te = (to_tensors(np.clip(x[i], lo, hi), y[i]) for i in (train, val, test))
     names = enc.feature_names
+    groups, group_names = enc.groups
     return Dataset(
         name=name,
         modality="tabular",
@@ -168,6 +169,8 @@ def build_tabular(
         bounds=minmax_bounds(tr[0]),
         default_model=dict(default_model or TABULAR_MODEL),
         info={**info, "preprocessing": {**enc.info(), "rows_clipped_to_train_range": outside}},
+        groups=groups,
+        group_names=group_names,
     )
 
 

@@ -1,0 +1,39 @@
+"""Attacks on explanations that keep the prediction: each moves an input inside an ``eps``-ball
+(and the valid input box) to change its saliency top-k, and reports P@k, the overlap of the
+top-k sets before and after.
+
+* :class:`ERAttack` (the paper's explanation-ranking attack) and :class:`MSEAttack` — PGD;
+* :class:`ExplanationPGD` — APGD or PGD on any registered objective
+  (:mod:`r2et.attacks.objectives`), raw or scale-free scores, through a Softplus surrogate;
+* :class:`RandomSearchAttack` — gradient-free search on the original model;
+* :class:`RandomNoiseAttack` — the random-noise baseline;
+* :class:`EnsembleAttack` — per input, the lowest P@k over a portfolio of the above: the
+  evaluation r2et reports by default (presets ``"fast"``, ``"standard"``, ``"thorough"``).
+
+Every attack is called as ``atk(model, x, y=None, **forward_kwargs)`` and returns an
+:class:`AttackResult`.
+"""
+
+from r2et.attacks._common import AttackResult, summarize_metrics
+from r2et.attacks.ensemble import PRESETS, EnsembleAttack, Member, list_presets
+from r2et.attacks.objectives import OBJECTIVES, get_objective, list_objectives
+from r2et.attacks.pgd import DEFAULT_SURROGATE_BETA, ERAttack, ExplanationPGD, MSEAttack
+from r2et.attacks.search import RandomNoiseAttack, RandomSearchAttack
+
+__all__ = [
+    "DEFAULT_SURROGATE_BETA",
+    "OBJECTIVES",
+    "PRESETS",
+    "AttackResult",
+    "ERAttack",
+    "EnsembleAttack",
+    "ExplanationPGD",
+    "MSEAttack",
+    "Member",
+    "RandomNoiseAttack",
+    "RandomSearchAttack",
+    "get_objective",
+    "list_objectives",
+    "list_presets",
+    "summarize_metrics",
+]

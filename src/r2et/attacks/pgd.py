@@ -1,0 +1,638 @@
+"""Projected-gradient attacks on explanations, fully batched.
+
+Every attack here perturbs an input ``x`` inside an ``eps``-ball (l_inf or l_2) and inside the
+valid input box ``bounds`` so that its saliency scores ``s(x')`` (from an
+:class:`~r2et.Explainer`) move away from the clean scores ``s(x)``: it minimises a registered
+objective (:mod:`r2et.attacks.objectives`) by projected gradient descent (Madry et al., ICLR
+2018) or by APGD's adaptive step size with momentum (Croce & Hein, ICML 2020):
+
+* :class:`ExplanationPGD` — any objective, raw or scale-free scores, ``schedule="apgd"``;
+* :class:`ERAttack` (explanation-ranking attack, Chen et al., NeurIPS 2024) — objective
+  ``er-next``: lower the clean top-k, raise the features ranked just below them; fixed steps;
+* :class:`MSEAttack` — objective ``mse``: maximise ``‖s(x') − s(x)‖²`` (Ghorbani et al., AAAI
+  2019); fixed steps.
+
+Fixed steps: ``δ ← Π(δ − α·d)``, ``d = sign(∇L)`` (l_inf) or ``∇L/‖∇L‖₂`` (l_2), ``Π`` the
+projection onto the ball followed by clipping into ``bounds``, ``α = 2.5·eps/steps``.
+APGD: ``z = Π(x_t − η_t d_t)``, ``x_{t+1} = Π(x_t + 0.75(z − x_t) + 0.25(x_t − x_{t−1}))``,
+``η_0 = 2·eps``; at the checkpoints ``w_j`` (0.22, 0.41, 0.55, ... of the steps) a row halves
+``η`` and restarts from its best iterate when fewer than 75% of the steps since the last
+checkpoint improved the loss, or when neither ``η`` nor the best loss changed.
+
+Every iterate is measured on the original model. Each sample returns the iterate with the
+lowest P@k = ``|topk(s(x)) ∩ topk(s(x'))|/k`` seen (ties: the lower objective on the original
+model), among iterates that keep the predicted class when ``keep_prediction``. An iterate that
+would change the prediction is *rejected*: the row goes back to its last label-preserving
+iterate and halves its step size (it is not frozen). A sample whose P@k reaches 0 stops
+(``early_stop``), in every restart.
+
+Piecewise-linear models: a ReLU network's logit gradient is constant inside each linear region,
+so ``∂s(x')/∂x' = 0`` almost everywhere and a gradient attack on ``output="logit"`` saliency does
+not move. Following Dombrowski et al. ("Explanations can be manipulated and geometry is to
+blame", NeurIPS 2019) the attack's gradients flow through a copy of the model whose ReLUs are
+replaced by ``Softplus(β)`` (``surrogate_beta``); P@k, the prediction check and the returned
+scores always use the original model. Gradient masking of any kind is what the gradient-free
+:class:`~r2et.attacks.RandomSearchAttack` is for.
+
+All samples and restarts are processed as one batch on the inputs' device; per-sample state
+lives in tensors, and finished rows are dropped from the batch. Per-sample gradients come from
+one backward pass over the summed batch objective, exact when samples do not interact (the
+attack runs the model in eval mode and restores its previous mode afterwards). Random draws are
+made for the whole batch up front, so a row's trajectory does not depend on which other rows
+are still running.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from r2et._ball import NORMS, sample_in_ball
+from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et.attacks._common import (
+    AttackResult,
+    as_bounds,
+    feasible,
+    measure,
+    pick_best,
+    rowwise,
+    take_rows,
+)
+from r2et.attacks.objectives import SCALES, get_objective, scale_scores
+from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
+from r2et.metrics import topk_mask
+from r2et.models import has_relu, relu_to_softplus
+
+DEFAULT_SURROGATE_BETA = 10.0
+SCHEDULES = ("fixed", "apgd")
+DIRECTIONS = ("sign", "normalized")
+_APGD_RHO = 0.75
+_APGD_ALPHA = 0.75
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """APGD's checkpoint iterations ``w_j = ⌈p_j · steps⌉`` with ``p_0 = 0``, ``p_1 = 0.22``,
+    ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)`` (Croce & Hein, 2020), below ``steps``."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    its = {math.ceil(round(q * steps, 9)) for q in p[1:]}  # round: 0.57·100 is 57.000…01
+    return sorted(i for i in its if 0 < i < steps)
+
+
+def repeat_rows(ctx: dict[str, Any], n: int, reps: int) -> dict[str, Any]:
+    """``reps`` copies of every per-row tensor (first dimension ``n``) of ``ctx``."""
+    if reps == 1:
+        return ctx
+    return {
+        key: repeat_batch(v, reps)
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n
+        else v
+        for key, v in ctx.items()
+    }
+
+
+def random_points(
+    x: torch.Tensor,
+    radius: float,
+    norm: str,
+    n_samples: int,
+    gen: torch.Generator | None,
+    box: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """``n_samples`` random starting points per row, ``(n_samples, *x.shape)``: uniform in the
+    part of the l_inf ball that lies inside ``box`` (``U[max(lo, x−r), min(hi, x+r)]`` per
+    coordinate, so no probability mass piles up on the box's faces), or uniform in the l_2
+    ball (then clipped by the caller)."""
+    if norm != "linf":
+        return sample_in_ball(x, radius, norm, n_samples, gen)
+    lo, hi = x - radius, x + radius
+    if box is not None:
+        lo, hi = torch.maximum(lo, box[0]), torch.minimum(hi, box[1])
+    u = torch.rand((n_samples, *x.shape), generator=gen, dtype=x.dtype, device=x.device)
+    return lo.unsqueeze(0) + u * (hi - lo).clamp_min(0).unsqueeze(0)
+
+
+def check_skip(skip: Any, n: int) -> torch.Tensor:
+    """``skip`` as an ``(n,)`` bool tensor (``ValueError`` otherwise)."""
+    if not isinstance(skip, torch.Tensor) or skip.dtype != torch.bool or skip.shape != (n,):
+        raise ValueError(f"skip must be a bool tensor of shape ({n},)")
+    return skip
+
+
+def check_explainer(ex: Any) -> None:
+    if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
+        raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
+
+
+def resolve_surrogate(
+    surrogate_beta: float | str | None, model: Any, ex: Explainer
+) -> float | None:
+    """The Softplus β of the gradient surrogate for ``model`` (None: no surrogate).
+
+    ``"auto"``: β = 10 when the model has ``nn.ReLU`` modules and the explainer explains the
+    logit (whose saliency is piecewise constant), None otherwise. A float β is used only when
+    the model has ReLU modules to replace (None otherwise: the model itself is smooth or has no
+    ReLU to smooth).
+    """
+    relu = isinstance(model, nn.Module) and has_relu(model)
+    if surrogate_beta == "auto":
+        return DEFAULT_SURROGATE_BETA if relu and ex.output == "logit" else None
+    if surrogate_beta is not None and not isinstance(model, nn.Module):
+        raise ValueError("surrogate_beta needs an nn.Module model (its ReLUs are replaced)")
+    return surrogate_beta if relu else None
+
+
+class ExplanationPGD:
+    """Projected-gradient attack on an explanation's top-k (see the module docstring).
+
+    Minimises the objective ``objective`` (:func:`~r2et.attacks.objectives.list_objectives`) of
+    the perturbed scores over ``‖x' − x‖ ≤ eps`` (``norm`` ``"linf"`` or ``"l2"``) and
+    ``x' ∈ bounds`` (a pair of scalars, or of per-feature tensors shaped like one input).
+
+    Parameters
+    ----------
+    ex : the explainer whose scores are attacked.
+    k : the top-k size (1..F−1, checked on the first call).
+    eps : the budget (> 0). steps : gradient steps (>= 1).
+    step_size : fixed schedule: the step (default ``2.5·eps/steps``); APGD: the initial step
+        (default ``2·eps``).
+    keep_prediction : only label-preserving iterates count; an iterate that changes the
+        prediction is rejected (the row returns to its last label-preserving iterate and halves
+        its step size).
+    random_start : start from a uniform point of the ball (seeded by ``seed``) instead of x
+        (with ``keep_prediction``, a start that changes the prediction is replaced by x).
+    restarts : independent runs per sample (batched together); restart 0 starts at x unless
+        ``random_start``, the others at random points; the best one is returned.
+    surrogate_beta : ``"auto"`` (β = 10 for ReLU models explained through the logit, else no
+        surrogate), a float β to use a Softplus(β) gradient surrogate of a ReLU model, or None.
+    seed : seeds random starts and random first steps (None: the global RNG).
+    n_bottom : ``er-next``'s number of features below the top-k (None: k; ``"all"``).
+    objective : the loss to minimise (default ``"er-next"``). scale : ``"raw"`` scores or
+        scale-free ``"mean"`` (``s / mean(s)``).
+    schedule : ``"apgd"`` (adaptive step size, momentum, restarts from the best point) or
+        ``"fixed"``. direction : ``"sign"`` (l_inf default) or ``"normalized"``
+        (``√D · ∇L/‖∇L‖₂`` under l_inf, the official code's PGD_m step).
+    tau : temperature of ``minmax``/``overlap``, relative to the mean clean score.
+    early_stop : stop a sample once its P@k is 0.
+
+    Calling ``atk(model, x, y=None, **forward_kwargs)`` returns an :class:`AttackResult`.
+    """
+
+    name = "pgd"
+    default_objective = "er-next"
+    default_schedule = "apgd"
+
+    def __init__(
+        self,
+        ex: Explainer,
+        k: int,
+        eps: float,
+        steps: int = 100,
+        step_size: float | None = None,
+        norm: str = "linf",
+        keep_prediction: bool = True,
+        bounds: tuple[Any, Any] | None = None,
+        random_start: bool = False,
+        surrogate_beta: float | str | None = "auto",
+        seed: int | None = None,
+        n_bottom: int | str | None = None,
+        restarts: int = 1,
+        *,
+        objective: str | None = None,
+        scale: str = "raw",
+        schedule: str | None = None,
+        direction: str = "sign",
+        tau: float = 0.1,
+        early_stop: bool = True,
+    ) -> None:
+        check_explainer(ex)
+        self.ex = ex
+        self.k = check_int("k", k, 1)
+        check_positive("eps", eps)
+        self.eps = float(eps)
+        self.steps = check_int("steps", steps, 1)
+        self.schedule = self.default_schedule if schedule is None else schedule
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if step_size is None:
+            step_size = 2.0 * self.eps if self.schedule == "apgd" else 2.5 * self.eps / self.steps
+        check_positive("step_size", step_size)
+        self.step_size = float(step_size)
+        check_choice("norm", norm, NORMS)
+        self.norm = norm
+        for flag, value in (
+            ("keep_prediction", keep_prediction),
+            ("random_start", random_start),
+            ("early_stop", early_stop),
+        ):
+            check_choice(flag, value, (True, False))
+        self.keep_prediction = bool(keep_prediction)
+        self.random_start = bool(random_start)
+        self.early_stop = bool(early_stop)
+        if isinstance(surrogate_beta, str):
+            check_choice("surrogate_beta", surrogate_beta, ("auto",))
+        elif surrogate_beta is not None:
+            check_positive("surrogate_beta", surrogate_beta)
+            surrogate_beta = float(surrogate_beta)
+        self.surrogate_beta = surrogate_beta
+        self.seed = check_int("seed", seed, 0, allow_none=True)
+        if n_bottom is not None and n_bottom != "all":
+            if isinstance(n_bottom, bool) or not isinstance(n_bottom, int) or n_bottom < 1:
+                raise ValueError(f"n_bottom must be None, 'all' or an int >= 1, got {n_bottom!r}")
+        self.n_bottom = n_bottom
+        self.restarts = check_int("restarts", restarts, 1)
+        if bounds is not None and (not isinstance(bounds, (tuple, list)) or len(bounds) != 2):
+            raise ValueError(
+                f"bounds must be None or a pair (low, high), got {type(bounds).__name__}"
+            )
+        self.bounds = bounds
+        self.objective = self.default_objective if objective is None else objective
+        get_objective(self.objective)
+        check_choice("scale", scale, SCALES)
+        self.scale = scale
+        check_choice("direction", direction, DIRECTIONS)
+        self.direction = direction
+        check_positive("tau", tau)
+        self.tau = float(tau)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "attack")
+        return f"{type(self).__name__}({args})"
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready description of the attack (the explainer and bounds excluded)."""
+        return {
+            "attack": self.name,
+            "k": self.k,
+            "eps": self.eps,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "norm": self.norm,
+            "keep_prediction": self.keep_prediction,
+            "random_start": self.random_start,
+            "surrogate_beta": self.surrogate_beta,
+            "seed": self.seed,
+            "n_bottom": self.n_bottom,
+            "restarts": self.restarts,
+            "objective": self.objective,
+            "scale": self.scale,
+            "schedule": self.schedule,
+            "direction": self.direction,
+            "tau": self.tau,
+            "early_stop": self.early_stop,
+            "box": self.bounds is not None,
+        }
+
+    def resolve_beta(self, model: Any) -> float | None:
+        """The Softplus β of the gradient surrogate for ``model`` (None: no surrogate); see
+        :func:`resolve_surrogate`."""
+        return resolve_surrogate(self.surrogate_beta, model, self.ex)
+
+    # -------------------------------------------------------------- main entry
+    def __call__(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor | int | None = None,
+        *,
+        skip: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
+        start_radius: float = 0.5,
+        **forward_kwargs: Any,
+    ) -> AttackResult:
+        """Attack the explanations of ``model`` at every row of ``x``.
+
+        ``y`` is the class whose explanation is attacked (``target`` of the explainer; None:
+        the predicted class at ``x``; pass the labels for ``output="loss"``). Tensor
+        ``forward_kwargs`` whose first dimension is N are per-sample. ``skip`` (an ``(N,)``
+        bool tensor) leaves those rows unattacked (returned at x with P@k 1) while every random
+        draw stays the same as without it (the ensemble skips inputs already at P@k 0). The
+        model runs in eval mode and its previous mode is restored. Random starts are drawn for
+        the whole batch from ``seed`` (restart-major), so with ``random_start`` a row's start
+        depends on its position in the batch; without it the attack is deterministic per row.
+        ``start`` (shape of ``x``, inside the feasible set) moves the starts: the first restart
+        starts there (unless ``random_start``), random restarts uniformly within
+        ``start_radius · eps`` of it (the ensemble refines its best points this way).
+        """
+        check_batch("x", x)
+        x = x.detach()
+        box = as_bounds(self.bounds, x)
+        was_training = getattr(model, "training", None)
+        if isinstance(model, nn.Module):
+            model.eval()
+        try:
+            beta = self.resolve_beta(model)
+            grad_model = model
+            if beta is not None:
+                grad_model = relu_to_softplus(model, beta).eval()
+                grad_model.requires_grad_(False)
+            return self._attack(
+                model, grad_model, beta is not None, x, y, box, forward_kwargs, skip, start,
+                start_radius,
+            )  # fmt: skip
+        finally:
+            if isinstance(model, nn.Module) and was_training is not None:
+                model.train(was_training)
+
+    def _attack(
+        self,
+        model: Callable[..., torch.Tensor],
+        grad_model: Callable[..., torch.Tensor],
+        surrogate: bool,
+        x: torch.Tensor,
+        y: torch.Tensor | int | None,
+        box: tuple[torch.Tensor, torch.Tensor] | None,
+        fkw: dict[str, Any],
+        skip: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
+        start_radius: float = 0.5,
+    ) -> AttackResult:
+        ex = self.ex
+        if start is not None and start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x {tuple(x.shape)}")
+        n = x.shape[0]
+        with torch.no_grad():
+            pred0 = model(x, **fkw).argmax(1)
+        tgt = pred0 if y is None else ex.resolve_target(model, x, y, **fkw)
+        s0 = ex.scores(model, x, tgt, **fkw).detach()
+        k = check_k(self.k, s0.shape[1])
+        obj = get_objective(self.objective)
+        ctx = obj.setup(scale_scores(s0, self.scale), k, self._options())
+
+        r = self.restarts
+        gen = None
+        if self.seed is not None:
+            gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        n_random = r if self.random_start else r - 1
+        center = x if start is None else start.detach().to(dtype=x.dtype, device=x.device)
+        starts = [] if self.random_start else [center.unsqueeze(0)]
+        if n_random > 0:
+            radius = self.eps if start is None else self.eps * start_radius
+            starts.append(random_points(center, radius, self.norm, n_random, gen, box))
+        xr = repeat_batch(x, r)
+        xs = feasible(xr, torch.cat(starts).reshape(r * n, *x.shape[1:]), self.eps, self.norm, box)
+        pred_r = repeat_batch(pred0, r)
+        kw = repeat_forward_kwargs(fkw, n, r) if r > 1 else fkw
+        if self.keep_prediction and n_random > 0:
+            with torch.no_grad():  # a random start that changes the prediction starts at x
+                moved = model(xs, **kw).argmax(1) != pred_r
+            xs = torch.where(rowwise(moved, xs), xr, xs)
+        noise = None
+        if obj.stationary_at_clean:  # drawn up front: independent of which rows still run
+            noise = torch.randn(xr.shape, generator=gen, dtype=x.dtype, device=x.device)
+        state = _Trajectories(
+            self, model, grad_model, surrogate, obj, xr, xs, repeat_batch(tgt, r), pred_r,
+            repeat_batch(s0, r), repeat_rows(ctx, n, r), k, box, kw, noise, n, r,
+        )  # fmt: skip
+        if skip is not None:
+            state.active &= ~check_skip(skip, n).to(x.device).repeat(r)
+        state.run()
+        rows = pick_best(state.best_p, state.best_obj, r, n) if r > 1 else slice(None)
+        best_x = state.best_x[rows]
+        if not self.keep_prediction:
+            with torch.no_grad():
+                flipped = model(best_x, **fkw).argmax(1) != pred0
+        else:
+            flipped = torch.zeros(n, dtype=torch.bool, device=x.device)
+        return AttackResult(
+            best_x, s0, state.best_s[rows], state.best_p[rows], flipped,
+            state.steps_taken[rows], k=k,
+        )  # fmt: skip
+
+    def _options(self) -> dict[str, Any]:
+        return {"n_bottom": self.n_bottom, "tau": self.tau}
+
+
+def _input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``∂(Σ loss)/∂x``, zero where the loss does not depend on ``x`` (a saliency whose
+    gradient is masked), NaN replaced by 0."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    (g,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if g is None else torch.nan_to_num(g.detach())
+
+
+class _Trajectories:
+    """The per-row state of one batched attack run (``R`` rows: restarts × inputs) and its
+    loop; rows that are finished are dropped from the computation."""
+
+    def __init__(
+        self,
+        atk: ExplanationPGD,
+        model: Callable[..., torch.Tensor],
+        grad_model: Callable[..., torch.Tensor],
+        surrogate: bool,
+        obj: Any,
+        x: torch.Tensor,
+        start: torch.Tensor,
+        tgt: torch.Tensor,
+        pred0: torch.Tensor,
+        s0: torch.Tensor,
+        ctx: dict[str, Any],
+        k: int,
+        box: tuple[torch.Tensor, torch.Tensor] | None,
+        kw: dict[str, Any],
+        noise: torch.Tensor | None,
+        n_inputs: int,
+        reps: int,
+    ) -> None:
+        self.atk, self.model, self.grad_model, self.surrogate = atk, model, grad_model, surrogate
+        self.obj, self.x, self.tgt, self.pred0, self.s0 = obj, x, tgt, pred0, s0
+        self.ctx, self.k, self.box, self.kw, self.noise = ctx, k, box, kw, noise
+        self.n_inputs, self.reps = n_inputs, reps
+        rows, dev = x.shape[0], x.device
+        self.top0 = topk_mask(s0, k)
+        self.cur = start.clone()
+        self.prev = start.clone()
+        self.last_ok = x.clone()
+        self.eta = torch.full((rows,), atk.step_size, dtype=x.dtype, device=dev)
+        self.best_x = x.clone()
+        self.best_s = s0.clone()
+        self.best_p = torch.ones(rows, dtype=s0.dtype, device=dev)
+        self.best_obj = obj.value(scale_scores(s0, atk.scale), ctx).detach()
+        self.steps_taken = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.active = torch.ones(rows, dtype=torch.bool, device=dev)
+        inf = torch.full((rows,), float("inf"), dtype=x.dtype, device=dev)
+        self.f_best, self.f_prev, self.f_best_ck = inf.clone(), inf.clone(), inf.clone()
+        self.x_fbest = x.clone()
+        self.n_imp = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.eta_ck = self.eta.clone()
+
+    def run(self) -> None:
+        atk = self.atk
+        checkpoints = set(apgd_checkpoints(atk.steps)) if atk.schedule == "apgd" else set()
+        last_ck = 0
+        n_rows = self.x.shape[0]
+        for t in range(atk.steps + 1):
+            rows = self.active.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            full = rows.numel() == n_rows
+
+            def pick(v: torch.Tensor, rows: torch.Tensor = rows, full: bool = full) -> torch.Tensor:
+                return v if full else v[rows]
+
+            kw = self.kw if full else take_rows(self.kw, rows, n_rows)
+            ctx = self.ctx if full else take_rows(self.ctx, rows, n_rows)
+            xc = pick(self.cur)
+            need_grad = t < atk.steps
+            xg = xc.detach().requires_grad_(True) if need_grad else xc
+            s_graph, logits = measure(
+                atk.ex, self.model, xg, pick(self.tgt), kw, need_grad and not self.surrogate
+            )
+            ok = logits.argmax(1) == pick(self.pred0)
+            if not atk.keep_prediction:
+                ok = torch.ones_like(ok)
+            self._record(rows, xc, s_graph.detach(), ok, ctx, t)
+            if not need_grad:
+                break
+            if atk.early_stop:  # an input at P@k = 0 is done, in every restart
+                done = (self.best_p.view(self.reps, self.n_inputs) == 0).any(0)
+                self.active &= ~done.repeat(self.reps)
+            if self.surrogate:
+                s_graph = atk.ex.scores(self.grad_model, xg, pick(self.tgt), True, **kw)
+            loss = self.obj.value(scale_scores(s_graph, atk.scale), ctx)
+            g = _input_gradient(loss, xg)
+            if self.noise is not None:  # a stationary start takes a random first direction
+                still = g.flatten(1).abs().amax(1) == 0
+                g = torch.where(rowwise(still, g), pick(self.noise), g)
+            restart = ~ok  # rejected iterates go back to the last label-preserving one
+            if checkpoints:
+                restart |= self._apgd_bookkeeping(rows, xc, loss.detach(), ok, t, checkpoints,
+                                                  last_ck)  # fmt: skip
+                if t in checkpoints:
+                    last_ck = t
+            self._step(rows, xc, g, ok, restart, t)
+
+    def _record(
+        self,
+        rows: torch.Tensor,
+        xc: torch.Tensor,
+        s: torch.Tensor,
+        ok: torch.Tensor,
+        ctx: dict[str, Any],
+        t: int,
+    ) -> None:
+        """Keep each row's best label-preserving iterate: lowest P@k, then lowest objective."""
+        k = self.k
+        p = (topk_mask(s, k) & self.top0[rows]).sum(1).to(s.dtype) / k
+        o = self.obj.value(scale_scores(s, self.atk.scale), ctx).detach()
+        bp, bo = self.best_p[rows], self.best_obj[rows]
+        better = ok & ((p < bp) | ((p == bp) & (o < bo)))
+        idx = rows[better]
+        self.best_x[idx] = xc[better]
+        self.best_s[idx] = s[better]
+        self.best_p[idx] = p[better]
+        self.best_obj[idx] = o[better]
+        self.steps_taken[rows] = t
+
+    def _apgd_bookkeeping(
+        self,
+        rows: torch.Tensor,
+        xc: torch.Tensor,
+        loss: torch.Tensor,
+        ok: torch.Tensor,
+        t: int,
+        checkpoints: set[int],
+        last_ck: int,
+    ) -> torch.Tensor:
+        """Update APGD's best (surrogate) loss and, at a checkpoint, return the rows that halve
+        their step size and restart from their best point."""
+        lv = torch.where(ok, loss, torch.full_like(loss, float("inf")))
+        self.n_imp[rows] += (lv < self.f_prev[rows]).long()
+        self.f_prev[rows] = torch.where(ok, loss, self.f_prev[rows])
+        improved = lv < self.f_best[rows]
+        self.f_best[rows[improved]] = loss[improved]
+        self.x_fbest[rows[improved]] = xc[improved]
+        reduce = torch.zeros_like(ok)
+        if t in checkpoints:
+            interval = max(1, t - last_ck)
+            cond1 = self.n_imp[rows].to(loss.dtype) < _APGD_RHO * interval
+            same_eta = self.eta_ck[rows] == self.eta[rows]
+            cond2 = same_eta & (self.f_best_ck[rows] == self.f_best[rows])
+            reduce = cond1 | cond2
+            self.eta[rows[reduce]] = self.eta[rows[reduce]] / 2
+            self.eta_ck[rows] = self.eta[rows]
+            self.f_best_ck[rows] = self.f_best[rows]
+            self.n_imp[rows] = 0
+        return reduce
+
+    def _step(
+        self,
+        rows: torch.Tensor,
+        xc: torch.Tensor,
+        g: torch.Tensor,
+        ok: torch.Tensor,
+        restart: torch.Tensor,
+        t: int,
+    ) -> None:
+        atk = self.atk
+        x0 = self.x[rows]
+        self.last_ok[rows[ok]] = xc[ok]
+        bad = ~ok
+        if bool(bad.any()):  # rejected: smaller steps from the last label-preserving iterate
+            self.eta[rows[bad]] = self.eta[rows[bad]] / 2
+        if atk.norm == "linf" and atk.direction == "sign":
+            d = g.sign()
+        else:
+            flat = g.flatten(1)
+            d = g / rowwise(flat.norm(dim=1).clamp_min(1e-12), g)
+            if atk.norm == "linf":
+                d = d * math.sqrt(flat.shape[1])
+            elif atk.direction == "sign":
+                d = g.sign() / math.sqrt(flat.shape[1])
+        eta = rowwise(self.eta[rows], xc)
+        z = feasible(x0, xc - eta * d, atk.eps, atk.norm, self.box)
+        if atk.schedule == "apgd" and t > 0:
+            prev = self.prev[rows]
+            z = feasible(
+                x0, xc + _APGD_ALPHA * (z - xc) + (1 - _APGD_ALPHA) * (xc - prev), atk.eps,
+                atk.norm, self.box,
+            )  # fmt: skip
+        # rows that restart: from the best APGD point (checkpoint) or the last valid one
+        back = torch.where(rowwise(bad, xc), self.last_ok[rows], self.x_fbest[rows])
+        nxt = torch.where(rowwise(restart, xc), back, z)
+        self.prev[rows] = torch.where(rowwise(restart, xc), back, xc)
+        self.cur[rows] = nxt
+
+
+class ERAttack(ExplanationPGD):
+    """Explanation-ranking attack (Chen et al., "Training for Stable Explanation for Free",
+    NeurIPS 2024), the paper's attack with fixed PGD steps.
+
+    Minimises ``L(x') = mean_{i∈T} s_i(x') − mean_{j∈B} s_j(x')`` over ``‖x' − x‖ ≤ eps``
+    and ``x' ∈ bounds``: T is the top-k of the clean scores ``s(x)``, B the ``n_bottom``
+    features ranked just below T (None: k; ``"all"``: every non-top-k feature; capped at
+    F − k). Steps of size ``step_size`` (default ``2.5·eps/steps``, Madry et al. 2018): sign
+    steps for l_inf, unit-l2 steps for l_2; explanations inside the attack use
+    ``create_graph=True``. Same parameters as :class:`ExplanationPGD` (its ``schedule``
+    defaults to ``"fixed"`` here); a stronger evaluation is :class:`~r2et.EnsembleAttack`.
+    """
+
+    name = "erattack"
+    default_objective = "er-next"
+    default_schedule = "fixed"
+
+
+class MSEAttack(ExplanationPGD):
+    """Mean-squared-error explanation attack: maximises ``‖s(x') − s(x)‖²`` (the untargeted
+    saliency attack of Ghorbani et al., AAAI 2019, with a squared-error dissimilarity; used as
+    a baseline by Chen et al., NeurIPS 2024).
+
+    Same budget, steps, projection, ``keep_prediction``, surrogate and restarts as
+    :class:`ERAttack`, and P@k reported with the same ``k`` (it selects, per sample, the
+    iterate with the lowest P@k, ties broken by the larger error). The reference ``s(x)`` is
+    the original model's. The objective is stationary at ``x' = x`` (its gradient
+    ``−2 Jᵀ(s(x') − s(x))`` vanishes there), so a sample whose gradient is exactly zero takes
+    a step along a random direction (drawn from ``seed``) instead; with a surrogate the start
+    is usually not stationary, since the surrogate's scores differ slightly from ``s(x)``.
+    ``n_bottom`` is ignored.
+    """
+
+    name = "mse"
+    default_objective = "mse"
+    default_schedule = "fixed"
