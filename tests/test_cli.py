@@ -65,8 +65,8 @@ def test_train_evaluate_explain_round_trip(tmp_path, capsys):
             [
                 "evaluate",
                 str(run),
-                "--steps",
-                "3",
+                "--preset",
+                "fast",
                 "--n",
                 "20",
                 "--eps",
@@ -79,8 +79,14 @@ def test_train_evaluate_explain_round_trip(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "erattack" in out and "mse" in out and "thickness" in out
+    assert "ensemble" in out and "preset fast" in out and "inside the data box" in out
+    assert "deletion gain" in out and "distinct top-" in out and "thickness" in out
     assert (run / "evaluation_test.json").is_file()
+    argv = ["evaluate", str(run), "--attack", "erattack", "--attack", "mse", "--steps", "3"]
+    assert main([*argv, "--n", "10", "--no-box", "--groups", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "erattack" in out and "mse" in out and "ensemble" not in out
+    assert "no data box" in out and "attribute groups" in out
     png = tmp_path / "s.png"
     assert main(["explain", str(run), "--index", "2", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -213,6 +213,22 @@ def test_presets_and_member_validation():
         EnsembleAttack(Explainer("grad"), 3, 0.1, preset="huge")
     with pytest.raises(ValueError, match="members"):
         EnsembleAttack(Explainer("grad"), 3, 0.1, members=[])
+    with pytest.raises(ValueError, match="bottom"):
+        Member("pgd", 10, "er-all", bottom=0.5)
+
+
+def test_targeted_members_compare_with_the_next_few_features():
+    # bottom -> n_bottom = ceil(bottom * k): the ranking loss against the next 1, 2, 4 of k=7
+    members = [Member("pgd", 4, "er-next", bottom=b) for b in (0.125, 0.25, 0.5)]
+    members.append(Member("pgd", 4, "er-next"))  # None: the paper's next k
+    ens = EnsembleAttack(Explainer("grad"), 7, 0.1, members=members)
+    assert [a.n_bottom for _, a in ens.attacks(make_mlp())] == [1, 2, 4, None]
+    assert [m.name for m in members][:2] == ["apgd-er-next0.125k-raw", "apgd-er-next0.25k-raw"]
+    # the attack with n_bottom = 2 minimises exactly mean(top-k) - mean(next 2)
+    s0 = torch.tensor([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.5]])
+    ctx = get_objective("er-next").setup(s0, 7, {"n_bottom": 2})
+    want = s0[0, :7].mean() - s0[0, 7:9].mean()
+    assert torch.allclose(get_objective("er-next").value(s0, ctx), want.reshape(1))
 
 
 def test_surrogate_betas_collapse_on_smooth_models():

@@ -16,7 +16,7 @@ from r2et.data.base import Dataset
 from r2et.evaluation import evaluate
 
 ATTACK_KEYS = [
-    "eps", "steps", "norm", "p_at_k_mean", "p_at_k_std", "kendall_mean", "spearman_mean",
+    "eps", "steps", "norm", "box", "p_at_k_mean", "p_at_k_std", "kendall_mean", "spearman_mean",
     "cosine_mean", "flipped_rate", "thickness_adv_mean", "seconds",
 ]  # fmt: skip
 
@@ -60,13 +60,19 @@ def _attacks(ex: Explainer, ds: Dataset) -> dict[str, object]:
 def test_keys_values_and_json():
     ds, model, ex = _dataset(), make_mlp(), Explainer("grad")
     out = evaluate(model, ds, ex, attacks=_attacks(ex, ds), thickness_radius=0.2)
-    assert list(out) == ["n", "k", "split", "accuracy", "thickness", "attacks", "seconds"]
-    assert (out["n"], out["k"], out["split"]) == (40, 3, "test")
+    assert list(out) == [
+        "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "thickness",
+        "faithfulness", "locality", "attacks", "seconds",
+    ]  # fmt: skip
+    assert (out["n"], out["k"], out["split"], out["n_split"]) == (40, 3, "test", 40)
+    assert out["accuracy"] == out["accuracy_evaluated"]  # n=None: the whole split
+    assert {"deletion_gain", "occlusion_agreement"} <= set(out["faithfulness"])
+    assert {"distinct_topk_sets", "global_topk_p_at_k"} <= set(out["locality"])
     assert list(out["thickness"]) == ["radius", "mean", "std"]
     assert list(out["attacks"]) == ["er", "mse"]
     for entry in out["attacks"].values():
         assert list(entry) == ATTACK_KEYS
-        assert (entry["eps"], entry["steps"], entry["norm"]) == (0.3, 8, "linf")
+        assert (entry["eps"], entry["steps"], entry["norm"], entry["box"]) == (0.3, 8, "linf", True)
         assert 0 <= entry["p_at_k_mean"] < 0.6  # the attacks work (measured 0.26, 0.39)
         assert entry["flipped_rate"] == 0.0 and entry["seconds"] > 0
     assert out["seconds"] >= sum(e["seconds"] for e in out["attacks"].values())
@@ -99,8 +105,11 @@ def test_agrees_with_direct_calls_and_chunking():
 
 def test_without_thickness_and_attacks_and_with_n():
     ds, model, ex = _dataset(), make_mlp(), Explainer("grad")
-    out = evaluate(model, ds, ex, n=12, split="val", k=2)
-    assert list(out) == ["n", "k", "split", "accuracy", "attacks", "seconds"]
+    out = evaluate(model, ds, ex, n=12, split="val", k=2, faithfulness=False)
+    assert list(out) == [
+        "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "locality", "attacks",
+        "seconds",
+    ]  # fmt: skip
     assert (out["n"], out["k"], out["split"], out["attacks"]) == (10, 2, "val", {})
     out = evaluate(model, ds, ex, n=5, attacks={"er": ERAttack(ex, 3, 0.3, steps=2)})
     assert out["n"] == 5
