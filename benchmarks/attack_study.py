@@ -53,8 +53,9 @@ def reference_members(restarts: int = 4, steps: int = 300) -> list[Member]:
     """The independent-style reference: long fixed-step PGD over betas and objectives, and
     long random searches on the real model."""
     out = [
-        Member("pgd", steps, obj, "raw", beta, schedule="fixed", random_start=True,
-               restarts=restarts)  # fmt: skip
+        Member(
+            "pgd", steps, obj, "raw", beta, schedule="fixed", random_start=True, restarts=restarts
+        )  # fmt: skip
         for beta in (3.0, 10.0, 30.0)
         for obj in ("er-next", "er-all", "mse")
     ]
@@ -87,7 +88,8 @@ def parse_setting(s: str) -> tuple[str, str, int, bool]:
 def trained(out: Path, dataset: str, method: str, seed: int) -> tuple[Any, Any]:
     """The fine-tuned model of (dataset, method, seed), trained once and cached."""
     ds = load_dataset(dataset, seed=seed)
-    pre_dir, run_dir = out / "runs" / f"{dataset}-pretrain-{seed}", out / "runs" / f"{dataset}-{method}-{seed}"
+    pre_dir = out / "runs" / f"{dataset}-pretrain-{seed}"
+    run_dir = out / "runs" / f"{dataset}-{method}-{seed}"
     pre_ep, ft_ep = EPOCHS[dataset]
     if not (pre_dir / "config.json").exists():
         spec = dict(ds.default_model)
