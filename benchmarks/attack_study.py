@@ -40,6 +40,7 @@ import torch
 from r2et import Explainer, build_model
 from r2et._io import atomic_write_json, atomic_write_text
 from r2et.attacks import PRESETS, EnsembleAttack, ERAttack, Member
+from r2et.attacks.ensemble import input_kind
 from r2et.data import load_dataset
 from r2et.train import fit, load_run, save_run
 
@@ -117,6 +118,8 @@ def run_setting(out: Path, setting: str, n: int) -> dict[str, Any]:
         acc = float((model(x).argmax(1) == y).float().mean())
     attacks: dict[str, Any] = {"er50": ERAttack(ex, k, eps, steps=50, bounds=bounds, seed=seed)}
     for i, m in enumerate(PRESETS["standard"]):
+        if m.inputs not in ("all", input_kind(x)):
+            continue
         attacks[f"member:{m.name}"] = EnsembleAttack(ex, k, eps, bounds=bounds, members=[m],
                                                      seed=seed + i)  # fmt: skip
     for preset in ("fast", "standard", "thorough"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_mlp
+from conftest import make_cnn, make_mlp
 from torch import nn
 
 from r2et import Explainer, precision_at_k
@@ -167,7 +167,7 @@ def test_gradient_free_member_finds_what_gradients_cannot():
     res = EnsembleAttack(ex, 3, 0.1, members=members, seed=0)(model, x)
     assert float(res.p_at_k.max()) == 0.0
     found = res.found_by()
-    assert found["search-overlap"] == len(x), found
+    assert found["search-overlap-q60"] == len(x), found
 
 
 def test_skip_leaves_rows_alone_and_the_others_unchanged():
@@ -202,9 +202,11 @@ def test_presets_and_member_validation():
     steps = {p: sum(m.steps * m.restarts for m in PRESETS[p]) for p in PRESETS}
     assert steps["fast"] < steps["standard"] < steps["thorough"]
     for members in PRESETS.values():
-        names = [m.name for m in members]
-        assert len(set(names)) == len(names)
-        assert any(m.kind == "search" for m in members)  # a gradient-free member, always
+        for kind in ("images", "non-images"):
+            names = [m.name for m in members if m.inputs in ("all", kind)]
+            assert len(set(names)) == len(names)
+            # a gradient-free member, always
+            assert any(m.kind == "search" for m in members if m.inputs in ("all", kind))
     with pytest.raises(ValueError, match="objective"):
         Member("pgd", 10, "nope")
     with pytest.raises(ValueError, match="kind"):
@@ -215,6 +217,39 @@ def test_presets_and_member_validation():
         EnsembleAttack(Explainer("grad"), 3, 0.1, members=[])
     with pytest.raises(ValueError, match="bottom"):
         Member("pgd", 10, "er-all", bottom=0.5)
+
+
+def test_members_run_only_on_their_kind_of_input():
+    members = [
+        Member("pgd", 3, "er-all", inputs="non-images"),
+        Member("pgd", 3, "er-next", inputs="images"),
+        Member("search", 5, "overlap"),
+    ]
+    ens = EnsembleAttack(Explainer("grad"), 3, 0.1, members=members)
+    flat, image = torch.zeros(2, 6), torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    assert [n for n, _ in ens.attacks(None, flat)] == [members[0].name, "search-overlap-q5"]
+    assert [n for n, _ in ens.attacks(None, image)] == [members[1].name, "search-overlap-q5"]
+    assert len(ens.attacks()) == 3  # no input given: every member
+    # the standard preset: many APGD restarts on tabular rows, a long search on images
+    std = EnsembleAttack(Explainer("grad"), 3, 0.1)
+    steps = {
+        kind: sum(a.steps * a.restarts for _, a in std.attacks(None, x) if a.name == "pgd")
+        for kind, x in (("flat", flat), ("image", image))
+    }
+    queries = {
+        kind: sum(a.steps for _, a in std.attacks(None, x) if a.name != "pgd")
+        for kind, x in (("flat", flat), ("image", image))
+    }
+    assert steps["flat"] > steps["image"] and queries["image"] > queries["flat"]
+    with pytest.raises(ValueError, match="inputs"):
+        Member("pgd", 3, inputs="tabular")
+    only_images = EnsembleAttack(Explainer("grad"), 3, 0.1, members=[members[1]])
+    with pytest.raises(ValueError, match="no member of this ensemble runs on non-images"):
+        only_images(make_mlp(), torch.zeros(2, 10, dtype=torch.float64))
+    model = make_cnn((1, 4, 4))
+    ens = EnsembleAttack(Explainer("grad"), 3, 0.1, members=members, seed=0)
+    res = ens(model, image + 0.5)
+    assert res.member_names == ("apgd-er-next-raw-b10", "search-overlap-q5")
 
 
 def test_targeted_members_compare_with_the_next_few_features():
@@ -256,3 +291,31 @@ def test_ensemble_keeps_prediction_and_constraints_with_box():
     assert torch.equal(model(res.x_adv).argmax(1), model(x).argmax(1))
     cfg = EnsembleAttack(Explainer("grad"), 3, 0.6, bounds=(lo, hi), members=SMALL).config()
     assert cfg["box"] is True and len(cfg["members"]) == len(SMALL)
+
+
+def test_cpu_chunking_does_not_change_the_attack(monkeypatch):
+    # images of 2x16x16 = 512 entries are chunked on the CPU; 3 rows per chunk here
+
+    import r2et.attacks.pgd as pgd
+
+    model = make_cnn((2, 16, 16))
+    x = torch.rand(5, 2, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ex = Explainer("grad")
+
+    def run() -> object:
+        atk = ExplanationPGD(ex, 12, 0.1, 6, objective="er-all", bounds=(0.0, 1.0),
+                             random_start=True, restarts=2, seed=3)  # fmt: skip
+        return atk(model, x)
+
+    monkeypatch.setattr(pgd, "CPU_CHUNK_ELEMENTS", 10**9)
+    whole = run()
+    monkeypatch.setattr(pgd, "CPU_CHUNK_ELEMENTS", 3 * 512)
+    calls = []
+    real = pgd.measure
+    monkeypatch.setattr(
+        pgd, "measure", lambda *a, **kw: calls.append(a[2].shape[0]) or real(*a, **kw)
+    )
+    chunked = run()
+    assert max(calls) == 3  # it did chunk
+    assert torch.allclose(whole.x_adv, chunked.x_adv, atol=1e-12)
+    assert torch.equal(whole.p_at_k, chunked.p_at_k)
