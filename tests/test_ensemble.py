@@ -241,6 +241,9 @@ def test_members_run_only_on_their_kind_of_input():
         for kind, x in (("flat", flat), ("image", image))
     }
     assert steps["flat"] > steps["image"] and queries["image"] > queries["flat"]
+    assert std.steps == sum(m.steps * m.restarts for m in PRESETS["standard"])  # before a call
+    std(make_mlp(n_in=6), flat.double())
+    assert std.steps == steps["flat"] + queries["flat"]  # what ran on tabular rows
     with pytest.raises(ValueError, match="inputs"):
         Member("pgd", 3, inputs="tabular")
     only_images = EnsembleAttack(Explainer("grad"), 3, 0.1, members=[members[1]])

@@ -240,11 +240,16 @@ class EnsembleAttack:
                 raise ValueError("members must name at least one Member")
         self.members: tuple[Member, ...] = tuple(chosen)
         self.last_seconds: dict[str, float] = {}
+        self._last_kind: str | None = None
 
     @property
     def steps(self) -> int:
-        """Total gradient steps and queries of the members (one restart each)."""
-        return sum(m.steps * m.restarts for m in self.members)
+        """Gradient steps (times restarts) plus queries of the members that ran on the kind of
+        input of the last call (before any call: of every member)."""
+        members = self.members
+        if self._last_kind is not None:
+            members = tuple(m for m in members if m.inputs in ("all", self._last_kind))
+        return sum(m.steps * m.restarts for m in members)
 
     def __repr__(self) -> str:
         return (
@@ -343,6 +348,7 @@ class EnsembleAttack:
         names: list[str] = []
         self.last_seconds = {}
         members = self.attacks(model, x)
+        self._last_kind = input_kind(x)
         if not members:
             raise ValueError(
                 f"no member of this ensemble runs on {input_kind(x)} "
