@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import make_cnn, make_mlp, requires_data
+from conftest import make_cnn, make_mlp, randn_rows, requires_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -16,19 +16,11 @@ from r2et import Explainer, precision_at_k
 from r2et._ball import sample_in_ball
 from r2et.attacks import AttackResult, ERAttack, MSEAttack, RandomNoiseAttack
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run faster on one thread, and far faster on a shared, busy machine
-    (two OpenMP threads were measured 30x slower than one under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 24, f: int = 10, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, f, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return randn_rows(n, f, seed)
 
 
 def _box(f: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

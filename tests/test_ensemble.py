@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_cnn, make_mlp
+from conftest import make_cnn, make_mlp, randn_rows
 from torch import nn
 
 from r2et import Explainer, precision_at_k
@@ -24,17 +24,11 @@ from r2et.attacks.objectives import scale_scores
 from r2et.attacks.pgd import apgd_checkpoints
 from r2et.attacks.search import square_schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 32, f: int = 10, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, f, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return randn_rows(n, f, seed)
 
 
 SMALL = [

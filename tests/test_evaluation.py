@@ -21,13 +21,7 @@ ATTACK_KEYS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run far faster on one thread on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dataset(n_test: int = 40, f: int = 10, n_classes: int = 3) -> Dataset:

@@ -249,21 +249,12 @@ class _Search:
         self.cur = self.x.clone()
         self.cur_p = self.best_p.clone()
         self.cur_obj = self.best_obj.clone()
-        rows = self.active.nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return
-        full = rows.numel() == n_rows
-        z = start if full else start[rows]
-        s, ok, p, o = self._measure(z, rows, full)
-        self._keep(rows, z, s, p, o, ok)
-        take = rows[ok]
-        self.cur[take], self.cur_p[take], self.cur_obj[take] = z[ok], p[ok], o[ok]
-        for t in range(1, atk.steps):
+        for t in range(atk.steps):
             if atk.early_stop:
                 done = (self.best_p.view(self.r, self.n) == 0).any(0)
                 self.active &= ~done.repeat(self.r)
             # the proposal is drawn for every row (independent of which rows still run)
-            prop = atk._propose(self.x, self.cur, t, self.gen, self.box)
+            prop = start if t == 0 else atk._propose(self.x, self.cur, t, self.gen, self.box)
             rows = self.active.nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
@@ -272,13 +263,17 @@ class _Search:
             s, ok, p, o = self._measure(z, rows, full)
             self._keep(rows, z, s, p, o, ok)
             self.steps_taken[rows] = t
-            if atk.greedy:  # move to the proposal when it is at least as good
+            if t == 0:  # the walk starts at the start wherever that keeps the prediction
+                take = ok
+            elif atk.greedy:  # move to the proposal when it is at least as good
                 cp, co = self.cur_p[rows], self.cur_obj[rows]
                 take = ok & ((p < cp) | ((p == cp) & (o <= co)))
-                idx = rows[take]
-                self.cur[idx] = z[take]
-                self.cur_p[idx] = p[take]
-                self.cur_obj[idx] = o[take]
+            else:
+                continue
+            idx = rows[take]
+            self.cur[idx] = z[take]
+            self.cur_p[idx] = p[take]
+            self.cur_obj[idx] = o[take]
 
     def _keep(
         self,
