@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset("adult", seed=0)
     x, _, _ = ds.subset("test", args.n)
     lines = [
-        "| method | explainer | units (k) | P@k fast ensemble | deletion gain | occlusion agr."
-        " | distinct top-k sets | P@k with global top-k | absent one-hot in top-k |",
+        "| method | explainer | units (k) | P@k fast ensemble (box) | deletion gain"
+        " | occlusion agr. | distinct top-k sets | P@k with global top-k"
+        " | absent one-hot in top-k |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in args.methods.split(","):

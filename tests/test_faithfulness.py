@@ -169,7 +169,7 @@ def test_patch_occlusion_against_a_loop():
     model = make_cnn()  # 2 x 8 x 8 images
     x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ex = Explainer("grad")
-    pid = patch_units(ex.unit_index(x.shape[1:]), (8, 8), 4)
+    pid = patch_units((8, 8), 4)
     assert pid.view(8, 8)[:4, :4].unique().tolist() == [0]
     assert pid.view(8, 8)[4:, 4:].unique().tolist() == [3]
     agree = occlusion_agreement(model, x, ex, 8, baseline=0.0, patch=4)  # k_p = ceil(8/16) = 1

@@ -20,6 +20,7 @@ from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.base import slice_forward_kwargs
 from r2et.explain import Explainer
 from r2et.metrics import deletion, locality, occlusion_agreement, thickness
+from r2et.models import eval_mode
 
 __all__ = ["evaluate"]
 
@@ -219,10 +220,7 @@ def evaluate(
             **kwb,
         ).detach()
 
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
+    with eval_mode(model):
         out: dict[str, Any] = {"n": n_rows, "k": k, "split": split}
         out.update(_accuracy(model, batches("accuracy", ds.split(split))))
         thick: list[torch.Tensor] = []
@@ -291,9 +289,6 @@ def evaluate(
                 entry["preset"] = getattr(atk, "preset", None)
                 entry["found_by"] = AttackResult.cat(results).found_by()
             out["attacks"][name] = entry
-    finally:
-        if isinstance(model, nn.Module) and was_training is not None:
-            model.train(was_training)
     out["seconds"] = time.perf_counter() - t_start
     return out
 

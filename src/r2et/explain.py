@@ -156,8 +156,14 @@ def reduce_scores(
     s = _reduce(attr, reduce)
     if groups is None:
         return s
-    gid = group_index(groups, s.shape[1]).to(s.device)
-    return s.new_zeros(s.shape[0], int(gid.max()) + 1).index_add(1, gid, s)
+    return sum_columns(s, group_index(groups, s.shape[1]))
+
+
+def sum_columns(s: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``(N, F)`` scores summed into ``(N, G)`` units: column ``j`` goes to unit ``index[j]``
+    (ids ``0..G−1``), ``out_g = Σ_{j: index_j = g} s_j``."""
+    index = index.to(s.device)
+    return s.new_zeros(s.shape[0], int(index.max()) + 1).index_add(1, index, s)
 
 
 def _unit_columns(shape: tuple[int, ...], reduce: str | None) -> torch.Tensor:
@@ -326,8 +332,16 @@ class Explainer:
 
     def reduce_attr(self, attr: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, F)`` (or ``(N, G)`` with groups) of an attribution: ``|a|`` reduced
-        by ``reduce``, then summed per group (:func:`reduce_scores`)."""
-        return reduce_scores(attr, self.reduce, self.groups)
+        by ``reduce``, then summed per group (:func:`reduce_scores`; the groups were checked
+        when the explainer was built, so this hot path only sums)."""
+        s = _reduce(attr, self.reduce)
+        if self.groups is None:
+            return s
+        if self.groups.numel() != s.shape[1]:
+            raise ValueError(
+                f"groups cover {self.groups.numel()} columns, but there are {s.shape[1]} features"
+            )
+        return sum_columns(s, self.groups)
 
     def unit_index(self, input_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         """The ranked unit (score column) of every entry of one input, as a long tensor of

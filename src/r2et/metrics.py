@@ -26,11 +26,12 @@ from r2et._checks import (
     check_batch,
     check_choice,
     check_finite,
+    check_int,
     check_k,
     check_positive,
     check_scores_pair,
 )
-from r2et.explain import Explainer, quadrature, repeat_batch, repeat_forward_kwargs
+from r2et.explain import Explainer, quadrature, repeat_batch, repeat_forward_kwargs, sum_columns
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -244,8 +245,7 @@ def deletion(
     learned").
     """
     check_batch("x", x)
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random must be an int >= 1, got {n_random!r}")
+    check_int("n_random", n_random, 1)
     x = x.detach()
     n = x.shape[0]
     tgt = ex.resolve_target(model, x, target, **forward_kwargs)
@@ -270,7 +270,7 @@ def deletion(
     return {"drop_topk": drop_top, "drop_random": drop_rand, "gain": drop_top - drop_rand}
 
 
-def patch_units(unit_index: torch.Tensor, image_shape: tuple[int, int], patch: int) -> torch.Tensor:
+def patch_units(image_shape: tuple[int, int], patch: int) -> torch.Tensor:
     """Pixel units (``h·W + w``) regrouped into ``patch × patch`` squares: returns the
     ``(H·W,)`` patch id of every pixel (``⌈H/p⌉·⌈W/p⌉`` patches, row-major)."""
     h, w = image_shape
@@ -346,10 +346,10 @@ def occlusion_agreement(
     if patch is not None and patch > 1:
         if x.dim() != 4 or ex.groups is not None or ex.reduce not in ("auto", "channel"):
             raise ValueError("patch occlusion needs image inputs (N, C, H, W) ranked by pixel")
-        pid = patch_units(units, tuple(x.shape[2:]), int(patch)).to(s.device)
+        pid = patch_units(tuple(x.shape[2:]), int(patch))
         n_p = int(pid.max()) + 1
-        s = s.new_zeros(s.shape[0], n_p).index_add(1, pid, s)
-        units = pid.cpu()[units]
+        s = sum_columns(s, pid)
+        units = pid[units]
         k = min(-(-k // (patch * patch)), n_p - 1)
     occ = occlusion_scores(
         model, x, ex, baseline=baseline, target=tgt, unit_index=units, batch_size=batch_size,

@@ -16,8 +16,9 @@ them; no model except ``resnet9(norm="batch")`` has batch statistics.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -345,3 +346,19 @@ def relu_to_softplus(model: nn.Module, beta: float = 10.0, inplace: bool = False
 def has_relu(model: nn.Module) -> bool:
     """True if any submodule is an ``nn.ReLU``."""
     return any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Run ``model`` in eval mode inside the block and restore its previous mode afterwards
+    (anything that is not an ``nn.Module`` is left alone). Attacks and evaluation measure the
+    model as it is deployed: no dropout, BatchNorm with its running statistics."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -12,7 +12,7 @@ import torch
 
 from r2et._ball import project_ball
 from r2et._checks import check_k
-from r2et.metrics import cosine_distance, precision_at_k, topk_kendall, topk_spearman
+from r2et.metrics import cosine_distance, precision_at_k, topk_kendall, topk_mask, topk_spearman
 
 
 # ---------------------------------------------------------------------------------- result
@@ -177,6 +177,45 @@ def measure(
     return (s if create_graph else s.detach()), logits
 
 
+def check_bounds_pair(bounds: Any) -> Any:
+    """``bounds`` unchanged when it is None or a pair ``(low, high)``; ``ValueError`` otherwise
+    (the values are checked against the inputs by :func:`as_bounds` at call time)."""
+    if bounds is not None and (not isinstance(bounds, (tuple, list)) or len(bounds) != 2):
+        raise ValueError(f"bounds must be None or a pair (low, high), got {type(bounds).__name__}")
+    return bounds
+
+
+def better(
+    p: torch.Tensor, obj: torch.Tensor, best_p: torch.Tensor, best_obj: torch.Tensor
+) -> torch.Tensor:
+    """Where a point beats the best so far: lower P@k, or equal P@k and a lower objective."""
+    return (p < best_p) | ((p == best_p) & (obj < best_obj))
+
+
+def overlap_with(s: torch.Tensor, top0: torch.Tensor, k: int) -> torch.Tensor:
+    """P@k of scores ``s`` against the clean top-k given as a boolean mask ``top0``."""
+    return (topk_mask(s, k) & top0).sum(1).to(s.dtype) / k
+
+
+def keep_best(
+    state: Any,
+    rows: torch.Tensor,
+    z: torch.Tensor,
+    s: torch.Tensor,
+    p: torch.Tensor,
+    obj: torch.Tensor,
+    ok: torch.Tensor,
+) -> None:
+    """Update ``state.best_x``, ``best_s``, ``best_p``, ``best_obj`` at ``rows`` with the
+    label-preserving (``ok``) points ``z`` that beat them (:func:`better`)."""
+    take = ok & better(p, obj, state.best_p[rows], state.best_obj[rows])
+    idx = rows[take]
+    state.best_x[idx] = z[take]
+    state.best_s[idx] = s[take]
+    state.best_p[idx] = p[take]
+    state.best_obj[idx] = obj[take]
+
+
 def as_bounds(bounds: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``bounds`` as two tensors broadcastable to ``x``, validated against ``x``."""
     if bounds is None:
@@ -266,7 +305,7 @@ def pick_best(p: torch.Tensor, obj: torch.Tensor, reps: int, n: int) -> torch.Te
     pick = torch.zeros(n, dtype=torch.long, device=p.device)
     bp, bo = p[0], o[0]
     for j in range(1, reps):  # a loop over copies, not samples
-        better = (p[j] < bp) | ((p[j] == bp) & (o[j] < bo))
-        pick = torch.where(better, torch.full_like(pick, j), pick)
-        bp, bo = torch.where(better, p[j], bp), torch.where(better, o[j], bo)
+        wins = better(p[j], o[j], bp, bo)
+        pick = torch.where(wins, torch.full_like(pick, j), pick)
+        bp, bo = torch.where(wins, p[j], bp), torch.where(wins, o[j], bo)
     return pick * n + torch.arange(n, device=p.device)

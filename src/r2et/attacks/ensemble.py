@@ -30,14 +30,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-from torch import nn
 
 from r2et._checks import check_batch, check_choice, check_int, check_positive
-from r2et.attacks._common import AttackResult
+from r2et.attacks._common import AttackResult, check_bounds_pair
 from r2et.attacks.objectives import SCALES, get_objective
 from r2et.attacks.pgd import SCHEDULES, ExplanationPGD, check_explainer, resolve_surrogate
 from r2et.attacks.search import RandomSearchAttack
 from r2et.explain import Explainer
+from r2et.models import eval_mode
 
 KINDS = ("pgd", "search")
 #: Which inputs a member runs on: every input, images only (4-D batches ``(N, C, H, W)``), or
@@ -220,11 +220,7 @@ class EnsembleAttack:
         self.eps = float(eps)
         check_choice("norm", norm, ("linf", "l2"))
         self.norm = norm
-        if bounds is not None and (not isinstance(bounds, (tuple, list)) or len(bounds) != 2):
-            raise ValueError(
-                f"bounds must be None or a pair (low, high), got {type(bounds).__name__}"
-            )
-        self.bounds = bounds
+        self.bounds = check_bounds_pair(bounds)
         self.seed = check_int("seed", seed, 0)
         check_choice("keep_prediction", keep_prediction, (True, False))
         check_choice("early_stop", early_stop, (True, False))
@@ -327,14 +323,8 @@ class EnsembleAttack:
         (lowest P@k; the first member that reached it is recorded)."""
         check_batch("x", x)
         x = x.detach()
-        was_training = getattr(model, "training", None)
-        if isinstance(model, nn.Module):
-            model.eval()
-        try:
+        with eval_mode(model):
             return self._run(model, x, y, forward_kwargs)
-        finally:
-            if isinstance(model, nn.Module) and was_training is not None:
-                model.train(was_training)
 
     def _run(
         self,

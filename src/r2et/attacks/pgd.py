@@ -56,8 +56,11 @@ from r2et._checks import check_batch, check_choice, check_int, check_k, check_po
 from r2et.attacks._common import (
     AttackResult,
     as_bounds,
+    check_bounds_pair,
     feasible,
+    keep_best,
     measure,
+    overlap_with,
     pick_best,
     rowwise,
     take_rows,
@@ -65,7 +68,7 @@ from r2et.attacks._common import (
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
 from r2et.metrics import topk_mask
-from r2et.models import has_relu, relu_to_softplus
+from r2et.models import eval_mode, has_relu, relu_to_softplus
 
 DEFAULT_SURROGATE_BETA = 10.0
 SCHEDULES = ("fixed", "apgd")
@@ -250,11 +253,7 @@ class ExplanationPGD:
                 raise ValueError(f"n_bottom must be None, 'all' or an int >= 1, got {n_bottom!r}")
         self.n_bottom = n_bottom
         self.restarts = check_int("restarts", restarts, 1)
-        if bounds is not None and (not isinstance(bounds, (tuple, list)) or len(bounds) != 2):
-            raise ValueError(
-                f"bounds must be None or a pair (low, high), got {type(bounds).__name__}"
-            )
-        self.bounds = bounds
+        self.bounds = check_bounds_pair(bounds)
         self.objective = self.default_objective if objective is None else objective
         get_objective(self.objective)
         check_choice("scale", scale, SCALES)
@@ -326,10 +325,7 @@ class ExplanationPGD:
         check_batch("x", x)
         x = x.detach()
         box = as_bounds(self.bounds, x)
-        was_training = getattr(model, "training", None)
-        if isinstance(model, nn.Module):
-            model.eval()
-        try:
+        with eval_mode(model):
             beta = self.resolve_beta(model)
             grad_model = model
             if beta is not None:
@@ -339,9 +335,6 @@ class ExplanationPGD:
                 model, grad_model, beta is not None, x, y, box, forward_kwargs, skip, start,
                 start_radius,
             )  # fmt: skip
-        finally:
-            if isinstance(model, nn.Module) and was_training is not None:
-                model.train(was_training)
 
     def _attack(
         self,
@@ -559,16 +552,9 @@ class _Trajectories:
         t: int,
     ) -> None:
         """Keep each row's best label-preserving iterate: lowest P@k, then lowest objective."""
-        k = self.k
-        p = (topk_mask(s, k) & self.top0[rows]).sum(1).to(s.dtype) / k
+        p = overlap_with(s, self.top0[rows], self.k)
         o = self.obj.value(scale_scores(s, self.atk.scale), ctx).detach()
-        bp, bo = self.best_p[rows], self.best_obj[rows]
-        better = ok & ((p < bp) | ((p == bp) & (o < bo)))
-        idx = rows[better]
-        self.best_x[idx] = xc[better]
-        self.best_s[idx] = s[better]
-        self.best_p[idx] = p[better]
-        self.best_obj[idx] = o[better]
+        keep_best(self, rows, xc, s, p, o, ok)
         self.steps_taken[rows] = t
 
     def _apgd_bookkeeping(

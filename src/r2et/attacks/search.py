@@ -24,15 +24,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
 from r2et.attacks._common import (
     AttackResult,
     as_bounds,
+    check_bounds_pair,
     feasible,
+    keep_best,
     measure,
+    overlap_with,
     pick_best,
     rowwise,
     take_rows,
@@ -41,6 +43,7 @@ from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.attacks.pgd import check_explainer, check_skip, repeat_rows
 from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
 from r2et.metrics import topk_mask
+from r2et.models import eval_mode
 
 #: Query fractions at which the Square Attack halves ``p`` (of 10,000 queries).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -87,11 +90,7 @@ class _QueryAttack:
         self.keep_prediction = bool(keep_prediction)
         check_choice("early_stop", early_stop, (True, False))
         self.early_stop = bool(early_stop)
-        if bounds is not None and (not isinstance(bounds, (tuple, list)) or len(bounds) != 2):
-            raise ValueError(
-                f"bounds must be None or a pair (low, high), got {type(bounds).__name__}"
-            )
-        self.bounds = bounds
+        self.bounds = check_bounds_pair(bounds)
         self.seed = check_int("seed", seed, 0, allow_none=True)
         self.restarts = check_int("restarts", restarts, 1)
         get_objective(objective)
@@ -144,10 +143,7 @@ class _QueryAttack:
         check_batch("x", x)
         x = x.detach()
         box = as_bounds(self.bounds, x)
-        was_training = getattr(model, "training", None)
-        if isinstance(model, nn.Module):
-            model.eval()
-        try:
+        with eval_mode(model):
             with torch.no_grad():
                 pred0 = model(x, **forward_kwargs).argmax(1)
             tgt = pred0 if y is None else self.ex.resolve_target(model, x, y, **forward_kwargs)
@@ -174,9 +170,6 @@ class _QueryAttack:
                 best_x, s0, run.best_s[rows], run.best_p[rows], flipped,
                 run.steps_taken[rows], k=k,
             )  # fmt: skip
-        finally:
-            if isinstance(model, nn.Module) and was_training is not None:
-                model.train(was_training)
 
     # subclasses: the first points and the proposals
     def _start(self, x: torch.Tensor, gen: torch.Generator | None, box: Any) -> torch.Tensor:
@@ -237,8 +230,7 @@ class _Search:
         ok = logits.argmax(1) == (self.pred0 if full else self.pred0[rows])
         if not self.atk.keep_prediction:
             ok = torch.ones_like(ok)
-        p = (topk_mask(s, self.k) & (self.top0 if full else self.top0[rows])).sum(1)
-        p = p.to(s.dtype) / self.k
+        p = overlap_with(s, self.top0 if full else self.top0[rows], self.k)
         o = self.obj.value(scale_scores(s, self.atk.scale), ctx).detach()
         return s, ok, p, o
 
@@ -261,7 +253,7 @@ class _Search:
             full = rows.numel() == n_rows
             z = prop if full else prop[rows]
             s, ok, p, o = self._measure(z, rows, full)
-            self._keep(rows, z, s, p, o, ok)
+            keep_best(self, rows, z, s, p, o, ok)
             self.steps_taken[rows] = t
             if t == 0:  # the walk starts at the start wherever that keeps the prediction
                 take = ok
@@ -274,23 +266,6 @@ class _Search:
             self.cur[idx] = z[take]
             self.cur_p[idx] = p[take]
             self.cur_obj[idx] = o[take]
-
-    def _keep(
-        self,
-        rows: torch.Tensor,
-        z: torch.Tensor,
-        s: torch.Tensor,
-        p: torch.Tensor,
-        o: torch.Tensor,
-        ok: torch.Tensor,
-    ) -> None:
-        bp, bo = self.best_p[rows], self.best_obj[rows]
-        better = ok & ((p < bp) | ((p == bp) & (o < bo)))
-        idx = rows[better]
-        self.best_x[idx] = z[better]
-        self.best_s[idx] = s[better]
-        self.best_p[idx] = p[better]
-        self.best_obj[idx] = o[better]
 
 
 class RandomSearchAttack(_QueryAttack):
