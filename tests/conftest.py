@@ -84,3 +84,12 @@ def one_thread():
 def randn_rows(n: int, f: int = 10, seed: int = 0) -> torch.Tensor:
     """``n`` standard-normal float64 rows of ``f`` features, seeded."""
     return torch.randn(n, f, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache and no data root: only what the test provides is found."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("R2ET_CACHE", str(cache))
+    monkeypatch.delenv("R2ET_DATA", raising=False)
+    return cache

@@ -215,6 +215,16 @@ def test_selection_rule_requires_faithfulness():
     assert not sel["admissible"] and "†" in results_table(only_bad, 0.02)
     assert "0.9 times vanilla's" in selection_rule_text(0.02, 0.9)
     assert "deletion" not in selection_rule_text(0.02, None)
+    # a negative vanilla gain (gradient top-k no better than random, as on CIFAR-10): vanilla
+    # stays admissible against itself, and the floor lies 0.1 of its size below it
+    neg = [
+        _row("d", "vanilla", None, 0, 0.90, 0.13, gain=-0.03),
+        _row("d", "r2et", 0.1, 0, 0.90, 0.30, gain=-0.034),  # above -0.033: admissible
+        _row("d", "r2et", 1.0, 0, 0.90, 0.60, gain=-0.05),  # below the floor
+    ]
+    chosen = select(neg, 0.02)
+    assert chosen[("d", "vanilla")]["admissible"]
+    assert chosen[("d", "r2et")]["setting"] == ("lam", 0.1)
     with pytest.raises(ValueError, match="min_deletion_ratio"):
         load_config(min_deletion_ratio=1.5)
     with pytest.raises(ValueError, match="preset"):
@@ -276,3 +286,19 @@ def test_model_bytes_round_trip_keeps_softplus_transform():
     x = torch.randn(4, 6)
     assert torch.equal(model(x), back(x))
     assert any(isinstance(m, torch.nn.Softplus) for m in back.modules())
+
+
+def test_dataset_params_reach_the_method(tmp_path, toml_path):
+    """``datasets_options.NAME.params.METHOD`` sets that method's hyperparameters for that
+    dataset only (e.g. an ``h`` on the scale of the dataset's eps); the grid weight wins."""
+    cfg = load_config(toml_path, seeds=[0])
+    name = cfg.datasets[0]
+    opts = {name: {"params": {"r2et-noh": {"lam": 0.37, "normalize": "l2"}}}}
+    cfg = load_config(toml_path, seeds=[0], datasets_options=opts)
+    rows = run_bench(cfg, tmp_path / "a", progress=False, report=False)
+    hp = next(r for r in rows if r["method"] == "r2et-noh")["method_config"]["hyperparameters"]
+    assert hp["lam"] == 0.37 and hp["normalize"] == "l2"
+    swept = load_config(toml_path, seeds=[0], datasets_options=opts, grid={"r2et-noh": [0.05]})
+    rows = run_bench(swept, tmp_path / "b", progress=False, report=False)
+    hp = next(r for r in rows if r["method"] == "r2et-noh")["method_config"]["hyperparameters"]
+    assert hp["lam"] == 0.05 and hp["normalize"] == "l2"

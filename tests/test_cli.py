@@ -101,4 +101,4 @@ def test_listing_commands(capsys):
     assert main(["methods"]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listing][:3] == ["vanilla", "wd", "sp"]
-    assert len(listing) == 11
+    assert len(listing) == 12  # the 11 of the paper and r2et-cert

@@ -10,15 +10,12 @@ import csv
 import gzip
 import hashlib
 import http.server
-import io
 import json
 import os
-import pickle
 import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -39,6 +36,7 @@ EXPECTED = [
     "bank",
     "breast-cancer",
     "cifar10",
+    "cifar10-5k",
     "compas",
     "csv",
     "digits",
@@ -79,15 +77,6 @@ def _check_common(ds: Dataset) -> None:
     json.dumps(ds.summary())
     json.dumps(ds.default_model)
     assert set(ds.forward_kwargs) == {"train", "val", "test"}
-
-
-@pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache and no data root: only what the test provides is found."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("R2ET_CACHE", str(cache))
-    monkeypatch.delenv("R2ET_DATA", raising=False)
-    return cache
 
 
 # ----------------------------------------------------------------------------- registry
@@ -373,43 +362,6 @@ def test_mnist_reads_full_layout(isolated_cache: Path, tmp_path: Path, monkeypat
     ds = load_dataset("mnist", root=tmp_path, download=False)
     assert len(ds.train[0]) + len(ds.val[0]) == 40 and len(ds.test[0]) == 20
     np.testing.assert_allclose(ds.test[0][:, 0].numpy(), test_img / 255.0, atol=1e-7)
-
-
-def _cifar_batch(x: np.ndarray, y: list[int]) -> bytes:
-    return pickle.dumps({b"data": x.reshape(len(y), -1), b"labels": y}, protocol=2)
-
-
-class _Evil:
-    def __reduce__(self):  # noqa: ANN204 - the payload a restricted unpickler must refuse
-        return (os.system, ("echo pwned",))
-
-
-def test_cifar10_tarball(isolated_cache: Path, tmp_path: Path, monkeypatch) -> None:
-    """A synthetic tarball with the CIFAR-10 python layout: read without extraction."""
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    arrays = []
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            x = rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)
-            arrays.append(x)
-            data = _cifar_batch(x, list(range(10)))
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    blob = buf.getvalue()
-    (tmp_path / "cifar10").mkdir()
-    (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(blob)
-    src = replace(images.CIFAR10_SOURCE, files={"cifar-10-python.tar.gz": _sha(blob)})
-    monkeypatch.setattr(images, "CIFAR10_SOURCE", src)
-    ds = load_dataset("cifar10", root=tmp_path, download=False)
-    assert ds.input_shape == (3, 32, 32) and ds.n_features == 1024 and ds.bounds == (0.0, 1.0)
-    assert len(ds.train[0]) + len(ds.val[0]) == 50 and len(ds.test[0]) == 10
-    np.testing.assert_allclose(ds.test[0].numpy(), arrays[-1] / 255.0, atol=1e-7)
-    assert ds.default_model["name"] == "resnet9"
-    # a pickle that would run code is refused
-    with pytest.raises(ValueError, match="not allowed"):
-        images.read_cifar_batch(pickle.dumps({b"data": _Evil()}, protocol=2))
 
 
 def test_digits() -> None:

@@ -39,6 +39,7 @@ DESIGN_ORDER = [
     "r2et-mm",
     "r2et-noh",
     "r2et-mm-noh",
+    "r2et-cert",
 ]
 
 
@@ -181,6 +182,10 @@ def test_loss_is_finite_and_reaches_every_parameter(arch, name):
     y = _labels(x.shape[0])
     method = _method(name)
     model = method.prepare(model)
+    if name == "r2et-cert" and arch != "mlp":  # certified bounds: ReLU MLPs only
+        with pytest.raises(TypeError, match="ReLU MLP"):
+            method.loss(model, x, y, **fkw)
+        return
     loss, logs = method.loss(model, x, y, **fkw)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) for v in logs.values()) and "ce" in logs

@@ -6,6 +6,7 @@ and training methods that make the top-k explanation robust.
 """
 
 from r2et.attacks import AttackResult, EnsembleAttack, ERAttack, MSEAttack, RandomSearchAttack
+from r2et.certify import CertificateResult, certified_radius
 from r2et.data import list_datasets, load_dataset
 from r2et.explain import Explainer
 from r2et.methods import get_method, list_methods
@@ -26,12 +27,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttackResult",
+    "CertificateResult",
     "ERAttack",
     "EnsembleAttack",
     "Explainer",
     "MSEAttack",
     "RandomSearchAttack",
     "build_model",
+    "certified_radius",
     "cosine_distance",
     "deletion",
     "evaluate",

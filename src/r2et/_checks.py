@@ -6,6 +6,7 @@ conventions require.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -80,3 +81,164 @@ def check_scores_pair(a: torch.Tensor, b: torch.Tensor) -> None:
         raise ValueError(
             f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
         )
+
+
+#: The largest model (parameter count) a spec may describe; checked on the ``meta`` device,
+#: before anything is allocated (4 bytes each: 2 GB of float32 weights).
+MAX_PARAMETERS = 500_000_000
+
+
+def check_number(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    integer: bool = False,
+    low_open: bool = False,
+) -> float | int:
+    """Return ``value`` (an int with ``integer``) after checking it is a finite number (not a
+    bool) in ``[low, high]`` (``(low, high]`` with ``low_open``); else ``ValueError`` naming
+    ``name`` and the allowed range."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    try:
+        ok = ok and math.isfinite(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond the float range
+        ok = False
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low  # type: ignore[operator]
+    if ok and high is not None:
+        ok = value <= high  # type: ignore[operator]
+    if not ok:
+        what = "an int" if integer else "a finite number"
+        lo = "" if low is None else (f" > {low:g}" if low_open else f" >= {low:g}")
+        hi = "" if high is None else f" <= {high:g}"
+        rng = lo + (" and" if lo and hi else "") + hi
+        raise ValueError(f"{name} must be {what}{rng}, got {value!r}")
+    return int(value) if integer else value  # type: ignore[return-value]
+
+
+def check_device(name: str, device: object) -> torch.device:
+    """Return ``device`` as a ``torch.device`` (None: CUDA when available, else CPU), raising
+    ``ValueError`` for a name torch does not know or a CUDA device this machine lacks."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    allowed = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str) and device.strip():
+        try:
+            dev = torch.device(device.strip())
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"{name}={device!r} is not a device; allowed: {allowed}") from None
+    else:
+        raise ValueError(f"{name} must be None or a device name ({allowed}), got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name}={device!r}: MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name}={device!r} is not supported; allowed: {allowed}")
+    return dev
+
+
+def check_finite_model(model: object, name: str = "model") -> None:
+    """Raise ``ValueError`` if an ``nn.Module``'s weights or buffers hold NaN or Inf: such a
+    model is broken and must never be scored."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for key, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(
+                f"{name} has non-finite weights (NaN or Inf in {key!r}); a broken model is "
+                "never evaluated or explained"
+            )
+
+
+def check_finite_output(name: str, out: torch.Tensor) -> None:
+    """Raise ``ValueError`` if a model's output holds NaN or Inf."""
+    if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
+        raise ValueError(
+            f"{name} returned NaN or Inf (non-finite weights or inputs?); a model whose outputs "
+            "are not finite is never scored"
+        )
+
+
+def check_model_input(model: object, x: torch.Tensor, name: str = "x") -> None:
+    """For a model built by :func:`~r2et.build_model` (it has ``r2et_spec``), raise
+    ``ValueError`` unless ``x`` is a batch of inputs of the spec's shape, with the dtype and
+    device of the model's weights. Other callables are not checked."""
+    spec = getattr(model, "r2et_spec", None)
+    if not isinstance(model, torch.nn.Module) or not isinstance(spec, dict):
+        return
+    shape = spec.get("input_shape")
+    if isinstance(shape, list) and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"{name}: shape {tuple(x.shape)} does not fit the model, which takes inputs of "
+            f"shape (N, {', '.join(str(d) for d in shape)})"
+        )
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is None:
+        return
+    if x.dtype != param.dtype:
+        raise ValueError(
+            f"{name}: dtype {x.dtype} does not fit the model, whose weights are {param.dtype}; "
+            f"cast with {name}.to({param.dtype})"
+        )
+    if x.device != param.device:
+        raise ValueError(
+            f"{name}: device {x.device} does not fit the model, which is on {param.device}; "
+            f"move one with .to(device)"
+        )
+
+
+def check_labels(name: str, y: object, n: int, n_classes: int | None = None) -> torch.Tensor:
+    """Raise ``ValueError`` unless ``y`` is an integer ``(n,)`` tensor of classes in
+    ``0..n_classes-1`` (any ``>= 0`` when ``n_classes`` is None); returns it."""
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of class labels, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if tuple(y.shape) != (n,):
+        raise ValueError(
+            f"{name} must have shape ({n},), one label per input, got {tuple(y.shape)}"
+        )
+    if n == 0:
+        return y
+    lo, hi = int(y.min()), int(y.max())
+    top = None if n_classes is None else n_classes - 1
+    if lo < 0 or (top is not None and hi > top):
+        allowed = f"0..{top}" if top is not None else ">= 0"
+        raise ValueError(f"{name} holds labels {lo}..{hi}; allowed: {allowed}")
+    return y
+
+
+def count_model_parameters(spec: dict[str, object], where: str = "model spec") -> int:
+    """Build ``spec`` (keywords of :func:`~r2et.build_model`) on the ``meta`` device, where
+    nothing is allocated, and return its parameter count; raise ``ValueError`` for a spec
+    that does not build or exceeds :data:`MAX_PARAMETERS`."""
+    from r2et.models import build_model
+
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be a table of build_model keywords, got {spec!r}")
+    try:
+        with torch.device("meta"):
+            model = build_model(**spec)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        msg = " ".join(str(err).split())
+        raise ValueError(f"{where} does not describe a model ({msg})") from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{where} describes a model of {count:,} parameters; the limit is {MAX_PARAMETERS:,}"
+        )
+    return count

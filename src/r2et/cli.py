@@ -1,32 +1,115 @@
 """The ``r2et`` command line: train, evaluate, bench, explain, datasets, methods, demo.
 
-Bad input (unknown names, bad values, missing files) prints one line on stderr and exits with
-code 2, without a traceback.
+Every argument is checked before any work starts. Errors are one line on stderr (``--debug``
+adds the traceback) and the exit code says what happened:
+
+====  ===================================================================================
+0     success
+1     ``r2et bench`` finished, but some cells failed (see ``OUT/errors``; ``--resume``)
+2     bad input: a usage error, a bad value, an unknown name, a missing or invalid file, an
+      unwritable or ill-chosen ``--out`` (``ValueError``, ``TypeError``, ``FileNotFoundError``)
+3     the system refused: an ``OSError`` while working (disk full, permission denied,
+      read-only file system) or out of memory
+4     an unexpected internal error (a bug: please report it with the ``--debug`` traceback)
+5     the output folder is locked by another running ``r2et bench``
+130   interrupted (Ctrl-C); 143: terminated (SIGTERM). Finished benchmark cells are kept.
+====  ===================================================================================
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import secrets
+import signal
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_OS, EXIT_INTERNAL, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+EXPLAINERS = ["grad", "grad_x_input", "smoothgrad", "ig"]
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; 1 bench finished with failed cells; 2 bad input (usage, value, "
+    "name, missing file, unwritable --out); 3 system error (disk full, permission, out of "
+    "memory); 4 internal error (a bug; --debug shows the traceback); 5 output folder locked "
+    "by another run; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        message = " ".join(message.split())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _params(items: Sequence[str] | None) -> dict[str, Any]:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that clean-up (temporary files, the lock) runs."""
+
+
+def _int_arg(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+        if value < low or (high is not None and value > high):
+            rng = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; use an int {rng}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float_arg(low: float, low_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite float ``> low`` (``>= low`` unless ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        ok = math.isfinite(value) and (value > low if low_open else value >= low)
+        if not ok:
+            raise argparse.ArgumentTypeError(
+                f"{text} is not allowed; use a finite number {'>' if low_open else '>='} {low:g}"
+            )
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def _text_arg(text: str) -> str:
+    """An argparse type: a non-empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+_POS_INT, _NONNEG_INT = _int_arg(1), _int_arg(0)
+_SEED = _int_arg(0, 2**32 - 1)
+_THREADS = _int_arg(1, 1024)
+_POS_FLOAT, _NONNEG_FLOAT = _float_arg(0.0), _float_arg(0.0, low_open=False)
+
+
+def _params(items: Sequence[str] | None, flag: str = "--param") -> dict[str, Any]:
     """``["lam=1", "adaptive=true"]`` -> ``{"lam": 1, "adaptive": True}`` (JSON values)."""
     out: dict[str, Any] = {}
     for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         key, val = item.split("=", 1)
         try:
             out[key.strip()] = json.loads(val)
@@ -43,14 +126,66 @@ def _num(v: float | None) -> str:
 def _dataset_name(config: dict[str, Any]) -> tuple[str, int]:
     ds = config.get("dataset")
     name = ds.get("name") if isinstance(ds, dict) else ds
-    if not name:
+    if not name or not isinstance(name, str):
         raise ValueError("the run's config.json names no dataset")
-    return str(name), int(config.get("data_seed", config.get("seed", 0)))
+    seed = config.get("data_seed", config.get("seed", 0))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"the run's config.json has a bad data seed {seed!r}")
+    return name, seed
+
+
+def _check_device(flag: str, device: str | None) -> Any:
+    """``--device`` checked up front (None stays None: the default device)."""
+    if device is None:
+        return None
+    from r2et._checks import check_device
+
+    return check_device(flag, device)
+
+
+def _probe_writable(flag: str, path: Path, kind: str) -> None:
+    """Raise ``ValueError`` unless ``path`` can be written: ``kind="folder"``: a folder (new
+    or existing), ``"file"``: a file (new or existing, not a folder). Probes the nearest
+    existing folder with a temporary file (removed at once), so a read-only or full file
+    system is found before any work."""
+    if not str(path).strip():
+        raise ValueError(f"{flag} must name a {kind}, got an empty string")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder")
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; name a file")
+    start = path if kind == "folder" else path.parent
+    folder = next((a for a in [start, *start.absolute().parents] if a.exists()), None)
+    if folder is None or not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder")
+    probe = folder / f".r2et-probe.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.close(fd)
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{flag} {path} is not writable ({err.strerror or err})") from None
+
+
+def _check_k(flag: str, k: int, ds: Any, ex: Any = None) -> int:
+    """``--k`` against the number of units the dataset's explanations (by ``ex``) rank."""
+    from r2et._checks import check_k
+    from r2et.explain import Explainer
+
+    ex = Explainer("grad") if ex is None else ex
+    n_units = int(ex.unit_index(tuple(ds.input_shape)).max()) + 1
+    try:
+        return check_k(k, n_units)
+    except ValueError:
+        raise ValueError(
+            f"{flag}={k} is outside 1..{n_units - 1} ({ds.name} explanations rank {n_units} units)"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or fine-tune) a model with one method and save a run folder."""
+    from r2et._checks import count_model_parameters
     from r2et.data import load_dataset
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
@@ -58,7 +193,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     from r2et.models import build_model
     from r2et.train import fit, load_run, save_run
 
+    _probe_writable("--out", Path(args.out), "folder")
+    device = _check_device("--device", args.device)
+    params = _params(args.param)
+    model_params = _params(args.model_param, "--model-param")
+    for key in ("name", "input_shape", "n_classes"):
+        if key in model_params:
+            raise ValueError(
+                f"--model-param {key}=... is not allowed; it comes from --model and the data"
+            )
+    k = args.k
+    if "k" in params:
+        if k is not None:
+            raise ValueError("give k once: --k or --param k=..., not both")
+        k = params.pop("k")
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"--param k must be an int, got {k!r}")
     ds = load_dataset(args.dataset, seed=args.seed)
+    k = _check_k("--k" if args.k is not None else "k", k if k is not None else ds.default_k, ds)
+    if args.weight is not None:
+        wname = get_method(args.method, k=k).weight_name
+        if wname is None:
+            raise ValueError(f"method {args.method!r} has no weight; drop --weight")
+        params[wname] = args.weight
+    method = get_method(args.method, k=k, **params)
     if args.pretrained:
         run = load_run(args.pretrained)
         model = run.model
@@ -72,20 +230,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = dict(ds.default_model)
         if args.model:
             spec = {"name": args.model}
-        spec.update(_params(args.model_param))
+        spec.update(model_params)
         name = spec.pop("name")
+        count_model_parameters(
+            {"name": name, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes, **spec},
+            where="--model/--model-param",
+        )
         import torch
 
         torch.manual_seed(args.seed)
         model = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
-    params = _params(args.param)
-    k = args.k if args.k is not None else ds.default_k
-    if args.weight is not None:
-        wname = get_method(args.method, k=k).weight_name
-        if wname is None:
-            raise ValueError(f"method {args.method!r} has no weight; drop --weight")
-        params[wname] = args.weight
-    method = get_method(args.method, k=k, **params)
     res = fit(
         model,
         method,
@@ -94,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=device,
         progress=not args.no_progress,
     )
     test_acc = evaluate(res.model, ds, Explainer("grad"), k=k, batch_size=1024)["accuracy"]
@@ -130,10 +284,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from r2et.explain import Explainer
     from r2et.train import load_run
 
+    device = _check_device("--device", args.device)
+    if not Path(args.run).is_dir():
+        raise FileNotFoundError(f"run folder {args.run} does not exist")
+    _probe_writable("the run folder", Path(args.run), "folder")
     run = load_run(args.run)
     name, seed = _dataset_name(run.config)
     ds = load_dataset(name, seed=seed)
-    k = args.k if args.k is not None else ds.default_k
     eps = args.eps if args.eps is not None else DEFAULT_EPS[ds.modality]
     groups = None
     if args.groups:
@@ -141,6 +298,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--groups: dataset {name!r} has no feature groups (tabular only)")
         groups = ds.groups
     ex = Explainer(args.explainer, groups=groups)
+    k = _check_k("--k", args.k if args.k is not None else ds.default_k, ds, ex)
     bounds = None if args.no_box else ds.bounds
     chosen = args.attack or ["ensemble"]
     attacks: dict[str, Any] = {}
@@ -155,8 +313,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 ex, k, eps, steps=args.steps, norm=args.norm, bounds=bounds, seed=args.seed
             )
     model = run.model
-    if args.device:
-        model = model.to(args.device)
+    if device is not None:
+        model = model.to(device)
     res = evaluate(
         model,
         ds,
@@ -205,25 +363,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) a benchmark grid and print the paper-style table."""
     from r2et.bench.config import load_config, parse_list
     from r2et.bench.report import results_table, selection_rule_text
-    from r2et.bench.runner import run_bench
+    from r2et.bench.runner import check_out, run_bench
+
+    def listed(text: str | None, kind: type, flag: str) -> list[Any] | None:
+        return None if text is None else parse_list(text, kind, flag)
 
     overrides: dict[str, Any] = {
-        "datasets": parse_list(args.datasets, str, "--datasets") if args.datasets else None,
-        "methods": parse_list(args.methods, str, "--methods") if args.methods else None,
-        "seeds": parse_list(args.seeds, int, "--seeds") if args.seeds else None,
+        "datasets": listed(args.datasets, str, "--datasets"),
+        "methods": listed(args.methods, str, "--methods"),
+        "seeds": listed(args.seeds, int, "--seeds"),
         "device": args.device,
         "threads": args.threads,
+        "finetune": None if args.epochs is None else {"epochs": args.epochs},
+        "evaluate": None if args.n is None else {"n": args.n},
     }
     cfg = load_config(args.config, **overrides)
-    if args.weights:
+    if args.weights is not None:
         from r2et.methods import get_method
 
-        values = parse_list(args.weights, float, "--weights")
+        values = listed(args.weights, float, "--weights")
         cfg.grid = {m: values for m in cfg.methods if get_method(m, k=1).weight_name}
-    if args.epochs is not None:
-        cfg.finetune["epochs"] = args.epochs
-    if args.n is not None:
-        cfg.evaluate["n"] = args.n
+        cfg.validate()
+    check_out(args.out)
+    _probe_writable("--out", Path(args.out), "folder")
     try:
         rows = run_bench(
             cfg,
@@ -233,12 +395,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             address=args.address,
             progress=not args.no_progress,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
         print(
-            f"r2et: interrupted; finished cells are saved in {args.out}; rerun with --resume",
+            f"r2et: {what}; finished cells are saved in {args.out}; rerun with --resume",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     print(selection_rule_text(cfg.max_acc_drop))
     print(results_table(rows, cfg.max_acc_drop, cfg.methods))
     print(f"-> {Path(args.out) / 'report.md'}")
@@ -248,18 +411,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"r2et: {len(failed)} cell(s) failed, see {failed[0].parent}; rerun with --resume",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return EXIT_FAILED_CELLS
+    return EXIT_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Save a PNG of one input and its saliency with the top-k features highlighted."""
+    from r2et._checks import check_finite_model
     from r2et.data import load_dataset
     from r2et.explain import Explainer
     from r2et.plotting import plot_explanation
     from r2et.train import load_run
 
+    _probe_writable("--out", Path(args.out), "file")
     run = load_run(args.run)
+    check_finite_model(run.model, name=f"the model of {args.run}")
     name, seed = _dataset_name(run.config)
     ds = load_dataset(name, seed=seed)
     x, y, kw = ds.split(args.split)
@@ -269,9 +435,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from r2et.data import slice_forward_kwargs
 
     kw = slice_forward_kwargs(kw, idx, len(x))
-    k = args.k if args.k is not None else ds.default_k
-    model = run.model.eval()
     ex = Explainer(args.explainer)
+    k = _check_k("--k", args.k if args.k is not None else ds.default_k, ds, ex)
+    model = run.model.eval()
     scores = ex.scores(model, x[idx], **kw)[0].detach()
     pred = int(model(x[idx], **kw).argmax(1))
     path = plot_explanation(
@@ -319,6 +485,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from r2et.train import fit
 
     ds = load_dataset("breast-cancer", seed=args.seed)
+    _check_k("--k", args.k, ds)
     torch.manual_seed(args.seed)
     model = build_model("mlp", list(ds.input_shape), ds.n_classes, hidden=[64, 64])
     res = fit(model, "vanilla", ds, epochs=args.epochs, seed=args.seed, progress=False)
@@ -346,34 +513,44 @@ def build_parser() -> argparse.ArgumentParser:
         prog="r2et",
         description="Stable saliency explanations: R2ET (Chen et al., "
         "NeurIPS 2024) training, attacks on explanations and benchmarks.",
+        epilog=EXIT_CODES_HELP,
     )
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train or fine-tune a model with one method")
     t.add_argument("dataset", help="dataset name (see `r2et datasets`)")
     t.add_argument("--method", default="vanilla", help="training method (see `r2et methods`)")
-    t.add_argument("--k", type=int, default=None, help="top-k size (default: the dataset's)")
-    t.add_argument("--weight", type=float, default=None, help="the method's main weight")
+    t.add_argument("--k", type=_POS_INT, default=None, help="top-k size (default: the dataset's)")
+    t.add_argument("--weight", type=_NONNEG_FLOAT, default=None, help="the method's main weight")
     t.add_argument(
         "--param",
         action="append",
         metavar="KEY=VALUE",
         help="any method hyperparameter (repeatable), e.g. --param mu=0.1",
     )
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--seed", type=int, default=0, help="seed of data split, init and shuffling")
+    t.add_argument("--epochs", type=_NONNEG_INT, default=10)
+    t.add_argument("--lr", type=_POS_FLOAT, default=1e-3)
+    t.add_argument("--batch-size", type=_POS_INT, default=128)
+    t.add_argument("--seed", type=_SEED, default=0, help="seed of data split, init and shuffling")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    t.add_argument("--model", default=None, help="model name (default: the dataset's model)")
+    t.add_argument(
+        "--model", type=_text_arg, default=None, help="model name (default: the dataset's model)"
+    )
     t.add_argument(
         "--model-param",
         action="append",
         metavar="KEY=VALUE",
         help="model keyword (repeatable), e.g. --model-param hidden=[128,128]",
     )
-    t.add_argument("--pretrained", default=None, metavar="RUN", help="fine-tune this run's model")
-    t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument(
+        "--pretrained",
+        type=_text_arg,
+        default=None,
+        metavar="RUN",
+        help="fine-tune this run's model",
+    )
+    t.add_argument("--out", type=_text_arg, required=True, help="run folder to write")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -391,8 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fast", "standard", "thorough"],
         help="ensemble preset (default standard: at most 10x a 50-step ERAttack)",
     )
-    e.add_argument("--eps", type=float, default=None, help="budget (default by modality)")
-    e.add_argument("--steps", type=int, default=100, help="steps of erattack and mse")
+    e.add_argument("--eps", type=_POS_FLOAT, default=None, help="budget (default by modality)")
+    e.add_argument("--steps", type=_POS_INT, default=100, help="steps of erattack and mse")
     e.add_argument(
         "--no-box",
         action="store_true",
@@ -404,12 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank tabular attributes (one-hot columns of one attribute summed) not columns",
     )
     e.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    e.add_argument("--k", type=int, default=None)
-    e.add_argument("--n", type=int, default=500, help="first n inputs of the split")
+    e.add_argument("--k", type=_POS_INT, default=None)
+    e.add_argument("--n", type=_POS_INT, default=500, help="first n inputs of the split")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--explainer", default="grad", help="grad, grad_x_input, smoothgrad, ig")
-    e.add_argument("--thickness-radius", type=float, default=None)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--explainer", default="grad", choices=EXPLAINERS)
+    e.add_argument("--thickness-radius", type=_POS_FLOAT, default=None)
+    e.add_argument("--seed", type=_SEED, default=0)
     e.add_argument("--device", default=None)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_evaluate)
@@ -420,47 +597,126 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", help="comma-separated method names (must include vanilla)")
     b.add_argument("--seeds", help="comma-separated seeds")
     b.add_argument("--weights", help="comma-separated weights swept for every weighted method")
-    b.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs")
-    b.add_argument("--n", type=int, default=None, help="test inputs evaluated per cell")
-    b.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
+    b.add_argument("--epochs", type=_NONNEG_INT, default=None, help="fine-tuning epochs")
+    b.add_argument("--n", type=_POS_INT, default=None, help="test inputs evaluated per cell")
+    b.add_argument(
+        "--out", type=_text_arg, default="bench-out", help="output folder (default bench-out)"
+    )
     b.add_argument("--executor", default="local", choices=["local", "ray"])
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--resume", action="store_true", help="skip finished cells in --out")
     b.add_argument("--device", default=None)
-    b.add_argument("--threads", type=int, default=None, help="torch threads per cell")
+    b.add_argument("--threads", type=_THREADS, default=None, help="torch threads per cell")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("explain", help="save a PNG of an input's saliency, top-k highlighted")
     x.add_argument("run", help="run folder")
-    x.add_argument("--index", type=int, default=0, help="row of the split to explain")
+    x.add_argument("--index", type=_NONNEG_INT, default=0, help="row of the split to explain")
     x.add_argument("--split", default="test", choices=["train", "val", "test"])
-    x.add_argument("--k", type=int, default=None)
-    x.add_argument("--explainer", default="grad", help="grad, grad_x_input, smoothgrad, ig")
-    x.add_argument("--out", default="saliency.png")
+    x.add_argument("--k", type=_POS_INT, default=None)
+    x.add_argument("--explainer", default="grad", choices=EXPLAINERS)
+    x.add_argument("--out", type=_text_arg, default="saliency.png")
     x.set_defaults(func=cmd_explain)
 
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
     sub.add_parser("methods", help="list training methods").set_defaults(func=cmd_methods)
 
     d = sub.add_parser("demo", help="train a small MLP on breast-cancer data and explain it")
-    d.add_argument("--k", type=int, default=5)
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--k", type=_POS_INT, default=5)
+    d.add_argument("--epochs", type=_NONNEG_INT, default=30)
+    d.add_argument("--seed", type=_SEED, default=0)
     d.set_defaults(func=cmd_demo)
+    for child in sub.choices.values():
+        child.epilog = EXIT_CODES_HELP
+        child.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of an error",
+        )
     return p
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
+    msg = " ".join(str(err).split())
+    return msg or type(err).__name__
+
+
+def _os_message(err: OSError) -> str:
+    """``[Errno 28] No space left on device: 'x'`` -> ``No space left on device: x``."""
+    if err.strerror:
+        where = f": {err.filename}" if err.filename is not None else ""
+        return f"{err.strerror}{where}"
+    return _one_line(err)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, *a: Any) -> None:
+    """Warnings as one line on stderr (``r2et: warning: ...``)."""
+    print(f"r2et: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``r2et`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``r2et`` console script; returns the exit code (see the module
+    docstring: 0 ok, 1 failed cells, 2 bad input, 3 system error, 4 internal error, 5 folder
+    locked, 130 interrupted, 143 terminated)."""
     try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError) as err:
-        msg = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        msg = msg or type(err).__name__
-        print(f"r2et: error: {msg}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("r2et: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    debug = bool(getattr(args, "debug", False))
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning
+            return int(args.func(args))
+    except BaseException as err:  # noqa: BLE001 - every error becomes one line and a code
+        return _report(err, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _report(err: BaseException, debug: bool) -> int:
+    """Print ``err`` as one line on stderr (with the traceback under ``--debug``) and return
+    its exit code."""
+    from r2et._io import FolderLockedError
+
+    if isinstance(err, SystemExit):
+        raise err
+    if debug:
+        traceback.print_exception(err)
+    if isinstance(err, Terminated):
+        code, msg = EXIT_TERMINATED, "r2et: terminated"
+    elif isinstance(err, KeyboardInterrupt):
+        code, msg = EXIT_INTERRUPTED, "r2et: interrupted"
+    elif isinstance(err, FolderLockedError):
+        code, msg = EXIT_LOCKED, f"r2et: error: {_one_line(err)}"
+    elif isinstance(err, (ValueError, TypeError, FileNotFoundError, NotADirectoryError)):
+        code, msg = EXIT_USAGE, f"r2et: error: {_one_line(err)}"
+    elif isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        code, msg = EXIT_OS, f"r2et: error: out of memory ({_one_line(err)})"
+    elif isinstance(err, OSError):
+        code, msg = EXIT_OS, f"r2et: error: {_os_message(err)}"
+    else:
+        hint = "" if debug else "; rerun with --debug for the traceback"
+        code = EXIT_INTERNAL
+        msg = f"r2et: internal error: {type(err).__name__}: {_one_line(err)}{hint}"
+    print(msg, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from r2et._checks import check_choice, check_int, check_k, check_positive
+from r2et._checks import (
+    check_choice,
+    check_finite_model,
+    check_finite_output,
+    check_int,
+    check_k,
+    check_model_input,
+    check_positive,
+)
 from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.base import slice_forward_kwargs
 from r2et.explain import Explainer
@@ -109,6 +117,7 @@ def evaluate(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    certify: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, explanation stability under attacks, thickness, faithfulness and locality
     of ``model``'s explanations on the first ``n`` rows (None: all) of ``ds``'s ``split``.
@@ -138,6 +147,13 @@ def evaluate(
     * ``locality``: ``distinct_topk_sets`` (how many different top-k sets the evaluated inputs
       have) and ``global_topk_p_at_k`` (mean P@k of each input's top-k with the global top-k;
       :func:`~r2et.metrics.locality`).
+    * ``certified`` (with ``certify``, a mapping name → keyword arguments of
+      :func:`~r2et.certify.certified_radius`, e.g. ``{"det": {"method": "deterministic",
+      "radii": [0.1, 0.3]}}``): per certificate the mean and median certified radius, the
+      fraction of inputs with a positive radius, and the mean certified P@k lower bound at each
+      of its ``radii``. Attacked P@k is an upper bound on the worst case, certified P@k a lower
+      bound: the truth lies between (at equal radius and norm; the smoothed certificate is
+      about the smoothed explanation, in l2).
 
     Units are what the explainer ranks (features, pixels, nodes, or ``ex.groups``). The
     explained class is the model's prediction, except for ``ex.output == "loss"`` where it is
@@ -156,6 +172,7 @@ def evaluate(
     ``thickness_radius``, faithfulness only with ``faithfulness``).
     """
     t_start = time.perf_counter()
+    check_finite_model(model)
     if not (hasattr(ds, "subset") and hasattr(ds, "default_k")):
         raise ValueError(f"ds must be an r2et Dataset, got {type(ds).__name__}")
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
@@ -289,7 +306,36 @@ def evaluate(
                 entry["preset"] = getattr(atk, "preset", None)
                 entry["found_by"] = AttackResult.cat(results).found_by()
             out["attacks"][name] = entry
+        if certify:
+            out["certified"] = _certify(model, ex, k, certify, batches, use_labels, seed)
     out["seconds"] = time.perf_counter() - t_start
+    return out
+
+
+def _certify(
+    model: Any,
+    ex: Explainer,
+    k: int,
+    certify: Mapping[str, Mapping[str, Any]],
+    batches: Any,
+    use_labels: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """``{name: CertificateResult.summary()}`` of every requested certificate, by batches."""
+    from r2et.certify import CertificateResult, certified_radius
+
+    if not isinstance(certify, Mapping):
+        raise ValueError(f"certify must be a mapping name -> keyword dict, got {type(certify)}")
+    out: dict[str, Any] = {}
+    for name, opts in certify.items():
+        if not isinstance(opts, Mapping):
+            raise ValueError(f"certify[{name!r}] must be a dict of certified_radius keywords")
+        opts = {"seed": seed, **opts}
+        parts = []
+        for xb, yb, kwb in batches(f"certify {name}"):
+            target = yb if use_labels else None
+            parts.append(certified_radius(model, xb, ex, k, target=target, **opts, **kwb))
+        out[name] = CertificateResult.cat(parts).summary()
     return out
 
 
@@ -300,7 +346,10 @@ def _accuracy(
     correct, total = 0, 0
     with torch.no_grad():
         for xb, yb, kwb in it:
-            correct += int((model(xb, **kwb).argmax(1) == yb).sum())
+            check_model_input(model, xb, name="the dataset's inputs")
+            logits = model(xb, **kwb)
+            check_finite_output("the model", logits)
+            correct += int((logits.argmax(1) == yb).sum())
             total += int(yb.shape[0])
     return {"accuracy": correct / total, "n_split": total}
 

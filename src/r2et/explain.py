@@ -33,7 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from r2et._checks import check_batch, check_choice, check_positive
+from r2et._checks import (
+    check_batch,
+    check_choice,
+    check_finite_output,
+    check_model_input,
+    check_positive,
+)
 
 METHODS = ("grad", "grad_x_input", "smoothgrad", "ig")
 OUTPUTS = ("logit", "prob", "loss")
@@ -299,6 +305,7 @@ class Explainer:
             check_choice("sigma_mode", self.kwargs["sigma_mode"], ("relative", "absolute"))
         if method == "ig":
             quadrature(self.kwargs["n_steps"], self.kwargs["rule"])  # validates both
+            _check_ig_baseline(self.kwargs["baseline"])
         ibs = self.kwargs.get("internal_batch_size")
         if ibs is not None and (isinstance(ibs, bool) or not isinstance(ibs, int) or ibs < 1):
             raise ValueError(f"internal_batch_size must be None or an int >= 1, got {ibs!r}")
@@ -420,6 +427,7 @@ class Explainer:
         **forward_kwargs: Any,
     ) -> torch.Tensor:
         """``target`` as an ``(N,)`` long tensor on ``x``'s device (None: predicted class)."""
+        check_batch("x", x)
         n = x.shape[0]
         if target is None:
             with torch.no_grad():
@@ -520,8 +528,17 @@ class Explainer:
         fkw: dict[str, Any],
     ) -> torch.Tensor:
         alphas, weights = quadrature(self.kwargs["n_steps"], self.kwargs["rule"])
-        base = self.kwargs["baseline"]
-        base = torch.as_tensor(base, dtype=x.dtype, device=x.device).expand_as(x)
+        base = torch.as_tensor(self.kwargs["baseline"], dtype=x.dtype, device=x.device)
+        try:
+            ok = torch.broadcast_shapes(base.shape, x.shape) == x.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"ig baseline of shape {tuple(base.shape)} does not broadcast to the inputs' "
+                f"shape {tuple(x.shape)}; pass a scalar or a tensor of shape {tuple(x.shape[1:])}"
+            )
+        base = base.expand_as(x)
         delta = x - base
         a = alphas.to(dtype=x.dtype, device=x.device)
 
@@ -535,21 +552,42 @@ class Explainer:
         return delta * avg
 
 
+def _check_ig_baseline(baseline: Any) -> None:
+    """An IG baseline is a finite number or a finite floating tensor."""
+    if isinstance(baseline, torch.Tensor):
+        if not baseline.is_floating_point() and baseline.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"ig baseline must be a number or a tensor, got dtype {baseline.dtype}"
+            )
+        if baseline.is_floating_point() and not bool(torch.isfinite(baseline).all()):
+            raise ValueError("ig baseline contains NaN or Inf values")
+        return
+    ok = isinstance(baseline, (int, float)) and not isinstance(baseline, bool)
+    if not ok or not np.isfinite(baseline):
+        raise ValueError(f"ig baseline must be a finite number or a tensor, got {baseline!r}")
+
+
 def _logits(
     model: Callable[..., torch.Tensor], x: torch.Tensor, fkw: dict[str, Any]
 ) -> torch.Tensor:
+    check_model_input(model, x)
     out = model(x, **fkw)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
             f"model must return (N, n_classes) logits for x of batch {x.shape[0]}, got {shape}"
         )
+    check_finite_output("the model", out)
     return out
 
 
 def _target_tensor(target: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
     if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise ValueError(f"target must hold integer classes, got dtype {target.dtype}")
         t = target.to(device=device).long()
+        if t.numel() and int(t.min()) < 0:
+            raise ValueError(f"target classes must be >= 0, got {int(t.min())}")
         if t.dim() == 0:
             return t.expand(n)
         if t.shape != (n,):
@@ -561,4 +599,6 @@ def _target_tensor(target: int | torch.Tensor, n: int, device: torch.device) -> 
         raise ValueError(
             f"target must be None, an int or an (N,) tensor, got {type(target).__name__}"
         )
+    if int(target) < 0:
+        raise ValueError(f"target classes must be >= 0, got {int(target)}")
     return torch.full((n,), int(target), dtype=torch.long, device=device)

@@ -20,6 +20,9 @@ is trained is the saliency that is attacked and measured.
                 other features
 ``r2et-noh``    ``r2et`` without the Hessian term (the paper's R2ET\\H)
 ``r2et-mm-noh`` ``r2et-mm`` without the Hessian term (R2ET-mm\\H)
+``r2et-cert``   ``CE + lam · (−gap_T(s_l, s_u))``: R2ET's gap on *certified* score bounds,
+                ``mean_{i∈T} s_l_i − mean_{j∉T} s_u_j`` over the l_inf ball of radius
+                ``cert_eps`` (interval bounds on the gradient, :mod:`r2et.certify`; ReLU MLPs)
 =============== ==============================================================================
 
 Notation: ``g(x)`` is the explainer's attribution of the explained output (gradient saliency by
@@ -63,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r2et._checks import check_choice, check_k
+from r2et._checks import check_batch, check_choice, check_k, check_labels
 from r2et.explain import Explainer
 from r2et.metrics import topk_mask
 from r2et.models import has_relu, relu_to_softplus
@@ -326,9 +329,16 @@ _RECIPES: dict[str, _Recipe] = {
         needs_k=True,
         terms=("gap",),
     ),
+    "r2et-cert": _Recipe(
+        "CE + lam * (-scale-free top-k gap of certified score bounds over the cert_eps ball)",
+        {"lam": 0.1, "cert_eps": 0.05, "normalize": "mean", "adaptive": False},
+        "lam",
+        needs_k=True,
+        terms=("cert",),
+    ),
 }
 
-_POSITIVE = ("h", "beta", "at_eps", "at_step_size")
+_POSITIVE = ("h", "beta", "at_eps", "at_step_size", "cert_eps")
 
 
 def list_methods() -> list[str]:
@@ -440,8 +450,12 @@ class TrainingMethod:
         once (with ``create_graph=True``) and reused for the top-k indices, the gap and the
         finite-difference Hessian term.
         """
-        if x.shape[0] != y.shape[0]:
+        check_batch("x", x)
+        if isinstance(y, torch.Tensor) and y.dim() >= 1 and x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y must have the same batch size, got {len(x)} and {len(y)}")
+        spec = getattr(model, "r2et_spec", None)
+        n_classes = spec.get("n_classes") if isinstance(spec, dict) else None
+        check_labels("y", y, int(x.shape[0]), n_classes)
         hp = self.hyperparameters
         terms = self._terms
         if not terms:
@@ -454,6 +468,8 @@ class TrainingMethod:
             return self._ssr_loss(model, x, y, forward_kwargs)
         if terms == ("at",):
             return self._at_loss(model, x, y, forward_kwargs)
+        if terms == ("cert",):
+            return self._cert_loss(model, x, y, forward_kwargs)
 
         logits, attr, target = self._saliency(model, x, y, forward_kwargs)
         ce = F.cross_entropy(logits, y)
@@ -530,6 +546,58 @@ class TrainingMethod:
         target = self._target(logits, y)
         attr = ex.attribute(model, x.detach(), target, create_graph=True, **fkw)
         return logits, attr, target
+
+    def _cert_loss(
+        self, model: Any, x: torch.Tensor, y: torch.Tensor, fkw: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``r2et-cert``: R2ET's gap on interval bounds of the scores over the l_inf ball
+        ``B(x, cert_eps)`` (:func:`r2et.certify.gradient_bounds`, differentiable in the
+        parameters): ``gap = mean_{i∈T} s_l_i − mean_{j∉T} s_u_j`` with T the top-k of ``s(x)``,
+        divided by ``mean_j s_j(x)`` with ``normalize="mean"`` (``"l2"``: the RMS; ``"none"``).
+        When the gap is positive the top-k is certified on the ball (the certificate asks for
+        less, see :func:`r2et.certify.certified_radius`), so raising it enlarges certified
+        radii. ReLU MLPs with gradient or gradient×input saliency of the logit only."""
+        from r2et.certify import gradient_bounds, relu_layers, score_bounds
+
+        ex, hp = self.explainer, self.hyperparameters
+        if ex.method not in ("grad", "grad_x_input") or ex.output != "logit":
+            raise ValueError(
+                "method 'r2et-cert' needs Explainer('grad' or 'grad_x_input', output='logit')"
+            )
+        try:
+            if fkw:
+                raise TypeError("forward keywords")
+            layers = relu_layers(model)
+        except TypeError:
+            raise TypeError(
+                f"method 'r2et-cert' needs a ReLU MLP (Linear/ReLU layers, no forward "
+                f"keywords), got {type(model).__name__}"
+            ) from None
+        logits, attr, target = self._saliency(model, x, y, fkw)
+        ce = F.cross_entropy(logits, y)
+        params = [
+            (
+                lin.weight,
+                lin.bias if lin.bias is not None else lin.weight.new_zeros(len(lin.weight)),
+            )
+            for lin in layers
+        ]
+        flat = x.detach().flatten(1)
+        eps = hp["cert_eps"]
+        low, high = flat - eps, flat + eps
+        gl, gu, _ = gradient_bounds(params, low, high, target)
+        sl, su = score_bounds(ex, x, low.view_as(x), high.view_as(x), gl, gu)
+        scores = ex.reduce_attr(attr)
+        k = check_k(self.k, scores.shape[1])
+        w = topk_mask(scores.detach(), k).to(sl.dtype)
+        gap = (sl * w).sum(1) / k - (su * (1 - w)).sum(1) / (scores.shape[1] - k)
+        if hp["normalize"] == "mean":
+            gap = gap / scores.mean(1).clamp_min(1e-12)
+        elif hp["normalize"] == "l2":
+            gap = gap / scores.pow(2).mean(1).sqrt().clamp_min(1e-12)
+        gap = gap.mean()
+        total = ce + self._weighted(ce, [(-hp["lam"], gap)])
+        return total, _logs(logits, y, ce=ce, cert_gap=gap)
 
     def _finite_difference_term(
         self,

@@ -34,6 +34,41 @@ def _activation(name: str, beta: float) -> nn.Module:
     return nn.ReLU() if name == "relu" else nn.Softplus(beta=beta)
 
 
+class Standardize(nn.Module):
+    """Fixed per-channel standardisation ``(x - mean_c) / std_c`` as the first layer of a
+    model, so data, attack bounds and budgets stay in pixel units while the network sees
+    standardised inputs. No batch statistics: each sample is standardised on its own. The
+    constants are buffers, so checkpoints carry them.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        m = torch.as_tensor([float(v) for v in mean])
+        s = torch.as_tensor([float(v) for v in std])
+        if m.shape != s.shape or m.dim() != 1 or not bool((s > 0).all()):
+            raise ValueError(
+                f"input_norm needs [mean, std] lists of one value per channel with std > 0, "
+                f"got mean={list(mean)} and std={list(std)}"
+            )
+        self.register_buffer("mean", m.view(-1, 1, 1))
+        self.register_buffer("std", s.view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _input_norm(spec: Sequence[Sequence[float]] | None, channels: int) -> nn.Module:
+    """``Standardize(*spec)`` (checked against ``channels``), or the identity for None."""
+    if spec is None:
+        return nn.Identity()
+    if len(spec) != 2:
+        raise ValueError(f"input_norm must be [mean, std], got {spec!r}")
+    layer = Standardize(*spec)
+    if layer.mean.numel() != channels:
+        raise ValueError(f"input_norm has {layer.mean.numel()} channels, the input has {channels}")
+    return layer
+
+
 class MLP(nn.Module):
     """Fully connected classifier: ``Linear → act`` per hidden size, then ``Linear`` to logits.
     Inputs of any shape ``(N, ...)`` are flattened."""
@@ -61,7 +96,8 @@ class MLP(nn.Module):
 
 class SmallCNN(nn.Module):
     """Two conv blocks (``conv3×3 → act → maxpool2``) and a two-layer head, for 28×28 or 32×32
-    images with any number of channels."""
+    images with any number of channels; ``input_norm=[mean, std]`` (one value per channel)
+    puts a :class:`Standardize` layer first."""
 
     def __init__(
         self,
@@ -73,10 +109,12 @@ class SmallCNN(nn.Module):
         hidden: int = 128,
         activation: str = "relu",
         beta: float = 10.0,
+        input_norm: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         c1, c2 = (int(c) for c in channels)
         self.features = nn.Sequential(
+            _input_norm(input_norm, in_channels),
             nn.Conv2d(in_channels, c1, 3, padding=1),
             _activation(activation, beta),
             nn.MaxPool2d(2),
@@ -143,7 +181,10 @@ class ResNet9(nn.Module):
     per-sample input gradients are exact in train and eval mode alike; ``norm="batch"``
     (BatchNorm) mixes samples through batch statistics in train mode, so per-sample gradients
     are exact only in eval mode; ``norm="none"`` uses biased convs without normalisation.
-    Activations are ``nn.ReLU`` modules (or Softplus), so :func:`relu_to_softplus` applies.
+    ``input_norm=[mean, std]`` puts a fixed per-channel :class:`Standardize` layer first (the
+    official code standardises its inputs; here it lives in the model so attacks work in
+    pixel units). Activations are ``nn.ReLU`` modules (or Softplus), so
+    :func:`relu_to_softplus` applies.
     """
 
     def __init__(
@@ -155,6 +196,7 @@ class ResNet9(nn.Module):
         groups: int = 8,
         activation: str = "relu",
         beta: float = 10.0,
+        input_norm: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         check_choice("norm", norm, NORMS)
@@ -166,6 +208,7 @@ class ResNet9(nn.Module):
             return _ConvBlock(c_in, c_out, norm, groups, _activation(activation, beta), pool)
 
         self.features = nn.Sequential(
+            _input_norm(input_norm, in_channels),
             block(in_channels, w),
             block(w, 2 * w, pool=True),
             _Residual(nn.Sequential(block(2 * w, 2 * w), block(2 * w, 2 * w))),

@@ -11,6 +11,7 @@ here, as the design names it ``r2et.train.evaluate``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import sys
 import time
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from r2et._checks import check_choice, check_int, check_positive
-from r2et._io import atomic_write_bytes, atomic_write_json, read_json
+from r2et._io import atomic_write_bytes, read_json
 from r2et.evaluation import evaluate
 from r2et.methods import TrainingMethod, get_method
 from r2et.models import build_model, relu_to_softplus
@@ -84,16 +85,9 @@ def build_optimizer(
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        allowed = "None, 'cpu', 'cuda' or 'cuda:N'"
-        raise ValueError(f"device must be {allowed}, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    return dev
+    from r2et._checks import check_device
+
+    return check_device("device", device)
 
 
 def _to(kw: dict[str, Any], dev: torch.device) -> dict[str, Any]:
@@ -110,6 +104,26 @@ def _val_accuracy(model: nn.Module, ds: Any, batch_size: int, dev: torch.device)
     if total == 0:
         raise ValueError("the dataset's val split is empty; fit selects epochs on it")
     return correct / total
+
+
+def _check_data_for_model(model: nn.Module, ds: Any) -> None:
+    """Before training: finite weights, and train/val inputs and labels that fit the model
+    (shape from ``r2et_spec``, finite values, labels in ``0..n_classes-1``)."""
+    from r2et._checks import check_finite, check_finite_model, check_labels
+
+    check_finite_model(model)
+    spec = getattr(model, "r2et_spec", None)
+    n_classes = spec.get("n_classes") if isinstance(spec, dict) else None
+    shape = spec.get("input_shape") if isinstance(spec, dict) else None
+    for split in ("train", "val"):
+        x, y, _ = ds.split(split)
+        check_finite(f"the {split} inputs", x)
+        if isinstance(shape, list) and tuple(x.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"the {split} inputs have shape {tuple(x.shape[1:])} per row, but the model "
+                f"takes {tuple(shape)}"
+            )
+        check_labels(f"the {split} labels", y, int(x.shape[0]), n_classes)
 
 
 def fit(
@@ -166,6 +180,7 @@ def fit(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("keep", keep, KEEP)
     dev = _resolve_device(device)
+    _check_data_for_model(model, ds)
 
     model = method.prepare(model).to(dev)
     opt = build_optimizer(model, method, optimizer, lr)
@@ -286,16 +301,26 @@ def save_run(
     dataset: Any = None,
 ) -> Path:
     """Write a run folder: ``model.safetensors`` (the state dict), ``config.json`` and
-    ``metrics.json``, each atomically (temporary file in the folder, then ``os.replace``).
+    ``metrics.json``.
 
     ``config.json`` holds the caller's ``config`` (e.g. :attr:`TrainResult.config`: method and
     every hyperparameter, seeds, optimiser) plus ``"model"`` (``model.r2et_spec``, required:
     build models with :func:`~r2et.build_model`), ``"transforms"`` (architecture changes made
     after building, such as ``sp``'s ReLU → Softplus, from ``model.r2et_transforms``),
-    ``"dtype"``, ``"dataset"`` (``dataset.summary()`` when ``dataset`` is given) and
+    ``"dtype"``, ``"weights_sha256"`` (the SHA-256 of ``model.safetensors``, checked by
+    :func:`load_run`), ``"dataset"`` (``dataset.summary()`` when ``dataset`` is given) and
     ``"versions"`` (r2et and torch). Returns the folder path.
+
+    A new folder is written as one unit (into a hidden temporary sibling, then renamed), so an
+    interruption leaves nothing or the whole run. An existing folder is updated file by file,
+    each atomically, weights first and ``config.json`` (with the digest) last: an interrupted
+    update is refused by :func:`load_run` rather than loaded half old, half new. Weights that
+    are not finite are refused (``ValueError``).
     """
     from safetensors.torch import save
+
+    from r2et._checks import check_finite_model
+    from r2et._io import atomic_folder, json_text
 
     spec = getattr(model, "r2et_spec", None)
     if not isinstance(spec, dict):
@@ -307,31 +332,47 @@ def save_run(
         raise ValueError(f"config must be a dict or None, got {type(config).__name__}")
     if metrics is not None and not isinstance(metrics, dict):
         raise ValueError(f"metrics must be a dict or None, got {type(metrics).__name__}")
+    check_finite_model(model)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} exists and is not a folder; choose a folder for the run")
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     dtypes = sorted({str(v.dtype) for v in state.values() if v.is_floating_point()})
+    weights = save(state, metadata={"format": "pt"})
     full = {
         **copy.deepcopy(config or {}),
         "model": copy.deepcopy(spec),
         "transforms": copy.deepcopy(getattr(model, "r2et_transforms", [])),
         "dtype": dtypes[0].removeprefix("torch.") if len(dtypes) == 1 else None,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "versions": _versions(),
     }
     if dataset is not None:
         full["dataset"] = dataset.summary() if hasattr(dataset, "summary") else dataset
-    atomic_write_bytes(folder / MODEL_FILE, save(state, metadata={"format": "pt"}))
-    atomic_write_json(folder / CONFIG_FILE, full)
-    atomic_write_json(folder / METRICS_FILE, metrics or {})
+    files = [
+        (MODEL_FILE, weights),
+        (METRICS_FILE, json_text(metrics or {}).encode("utf-8")),
+        (CONFIG_FILE, json_text(full).encode("utf-8")),
+    ]
+    if folder.is_dir():
+        for name, data in files:
+            atomic_write_bytes(folder / name, data)
+    else:
+        with atomic_folder(folder) as tmp:
+            for name, data in files:
+                atomic_write_bytes(tmp / name, data)
     return folder
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
+def _read_weights(path: Path) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    data = path.read_bytes()
+    return path.read_bytes()
+
+
+def _parse_state(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
     try:
         return load(data)
     except Exception as err:  # safetensors raises its own error types for bad headers
@@ -339,6 +380,26 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
             f"{path} is not a valid safetensors file ({type(err).__name__}: {err}); r2et never "
             "unpickles checkpoints"
         ) from None
+
+
+def _check_digest(data: bytes, config: dict[str, Any], folder: Path, verify: bool) -> None:
+    """Compare ``model.safetensors``'s SHA-256 with ``config["weights_sha256"]``."""
+    if not verify:
+        return
+    recorded = config.get("weights_sha256")
+    if recorded is None:
+        raise ValueError(
+            f"{folder / CONFIG_FILE} records no weights_sha256, so its weights cannot be "
+            "verified (written by an older r2et?); load it with verify=False only if you "
+            "trust it, then save it again"
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if not isinstance(recorded, str) or recorded.lower() != actual:
+        raise ValueError(
+            f"{folder / MODEL_FILE} does not match the SHA-256 recorded in its config.json "
+            f"({str(recorded)[:12]}... vs {actual[:12]}...): the weights were modified or the "
+            "folder mixes two runs; refusing to load it"
+        )
 
 
 def apply_transforms(model: nn.Module, transforms: Any) -> nn.Module:
@@ -362,8 +423,11 @@ def apply_transforms(model: nn.Module, transforms: Any) -> nn.Module:
     return model
 
 
-def load_model_into(model: nn.Module, folder: str | Path, strict: bool = True) -> nn.Module:
-    """Load the weights of run ``folder`` into ``model`` (e.g. to fine-tune it).
+def load_model_into(
+    model: nn.Module, folder: str | Path, strict: bool = True, *, verify: bool = True
+) -> nn.Module:
+    """Load the weights of run ``folder`` into ``model`` (e.g. to fine-tune it); with
+    ``verify`` their SHA-256 must match the run's ``config.json`` (see :func:`load_run`).
 
     Every tensor name and shape must match (``strict``; with ``strict=False`` only the shared
     names are loaded, shapes must still match), else ``ValueError`` listing the differences.
@@ -371,7 +435,11 @@ def load_model_into(model: nn.Module, folder: str | Path, strict: bool = True) -
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    state = _read_state(Path(folder) / MODEL_FILE)
+    folder = Path(folder)
+    data = _read_weights(folder / MODEL_FILE)
+    state = _parse_state(data, folder / MODEL_FILE)
+    config = read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
+    _check_digest(data, config if isinstance(config, dict) else {}, folder, verify)
     _check_state(model, state, strict, where=str(folder))
     own = model.state_dict()
     cast = {k: v.to(dtype=own[k].dtype, device=own[k].device) for k, v in state.items() if k in own}
@@ -405,37 +473,51 @@ def _check_state(
         )
 
 
-def load_run(folder: str | Path, device: str | torch.device | None = "cpu") -> Run:
+def load_run(
+    folder: str | Path, device: str | torch.device | None = "cpu", *, verify: bool = True
+) -> Run:
     """Load a run folder written by :func:`save_run`.
 
     The model is rebuilt with ``build_model(**config["model"])``, the recorded transforms are
     re-applied (``sp``'s Softplus), it is cast to the recorded dtype and the tensors of
     ``model.safetensors`` are loaded with a strict name and shape check, bit-exactly. Nothing
     is unpickled: a pickle, corrupt or truncated file raises ``ValueError``, a missing file
-    ``FileNotFoundError``. ``metrics.json`` may be absent (empty metrics). The model is
-    returned in eval mode on ``device``.
+    ``FileNotFoundError``. With ``verify`` (default) the file's SHA-256 must equal the
+    ``weights_sha256`` that :func:`save_run` recorded in ``config.json`` (a mismatch or a
+    missing digest raises ``ValueError``). The spec is built on the ``meta`` device first and
+    refused (``ValueError``) when it does not build, exceeds
+    :data:`~r2et._checks.MAX_PARAMETERS` or does not match the stored tensors, before any
+    memory is allocated; weights that are not finite are refused too. ``metrics.json`` may be
+    absent (empty metrics). The model is returned in eval mode on ``device``.
     """
+    from r2et._checks import check_finite_model, count_model_parameters
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"run folder {folder} does not exist")
+    dev = _resolve_device(device)
     config = read_json(folder / CONFIG_FILE)
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise ValueError(f"{folder / CONFIG_FILE} has no 'model' spec (not an r2et run folder)")
     metrics_path = folder / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    state = _read_state(folder / MODEL_FILE)
-    try:
-        model = build_model(**config["model"])
-    except TypeError as err:
-        raise ValueError(f"{folder / CONFIG_FILE}: bad model spec ({err})") from None
-    model = apply_transforms(model, config.get("transforms", []))
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{metrics_path} must hold a JSON object")
+    data = _read_weights(folder / MODEL_FILE)
+    state = _parse_state(data, folder / MODEL_FILE)
+    _check_digest(data, config, folder, verify)
+    count_model_parameters(config["model"], where=f"{folder / CONFIG_FILE}: the model spec")
+    transforms = config.get("transforms", [])
+    with torch.device("meta"):
+        shadow = apply_transforms(build_model(**config["model"]), transforms)
+    _check_state(shadow, state, strict=True, where=str(folder))
+    model = apply_transforms(build_model(**config["model"]), transforms)
     dtype = config.get("dtype")
     if dtype is not None:
         torch_dtype = getattr(torch, str(dtype), None)
         if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
             raise ValueError(f"{folder / CONFIG_FILE}: unknown dtype {dtype!r}")
         model = model.to(torch_dtype)
-    _check_state(model, state, strict=True, where=str(folder))
     for key, val in state.items():
         own = model.state_dict()[key]
         if own.dtype != val.dtype:
@@ -443,5 +525,6 @@ def load_run(folder: str | Path, device: str | torch.device | None = "cpu") -> R
                 f"the checkpoint in {folder} stores {key} as {val.dtype}, the model as {own.dtype}"
             )
     model.load_state_dict(state, strict=True)
-    model = model.to(_resolve_device(device)).eval()
+    check_finite_model(model, name=f"the checkpoint in {folder}")
+    model = model.to(dev).eval()
     return Run(model=model, config=config, metrics=metrics)

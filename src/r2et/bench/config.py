@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2et._checks import check_device, check_number
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -34,8 +36,10 @@ class BenchConfig:
     ``grid`` maps a method to the values of its main weight (``TrainingMethod.weight_name``);
     a method without an entry runs once with its defaults. ``datasets_options`` maps a dataset
     to overrides: ``eps`` (attack budget), ``k``, ``model`` (a model spec), ``load`` (keyword
-    arguments of ``load_dataset``), and ``pretrain``/``finetune``/``evaluate`` tables that
-    update the global ones for that dataset. ``evaluate``: ``n`` test inputs per cell,
+    arguments of ``load_dataset``), ``params`` (method name -> hyperparameters of
+    ``get_method`` for that dataset, e.g. an ``h`` or ``at_eps`` on the scale of its ``eps``),
+    and ``pretrain``/``finetune``/``evaluate`` tables that update the global ones for that
+    dataset. ``evaluate``: ``n`` test inputs per cell,
     ``preset`` of the :class:`~r2et.EnsembleAttack` whose P@k is the reported stability,
     ``box`` (attacks stay inside the data's valid box), ``steps`` of the paper's ERAttack and
     MSEAttack (reported beside it), ``budgets`` (multiples of eps for the P@k-versus-budget
@@ -81,7 +85,10 @@ class BenchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
-        """Build from a (possibly partial) dict; unknown keys raise ``ValueError``."""
+        """Build from a (possibly partial) dict; unknown keys, values of the wrong type or
+        outside their range raise ``ValueError`` naming the setting."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a benchmark config must be a table, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -89,6 +96,7 @@ class BenchConfig:
         cfg = cls()
         for key, val in data.items():
             if key in _SECTIONS:
+                _check_section(key, val)
                 merged = dict(getattr(cfg, key))
                 merged.update(val)
                 setattr(cfg, key, merged)
@@ -98,48 +106,190 @@ class BenchConfig:
         return cfg
 
     def validate(self) -> None:
-        """Check names, seeds and numbers; raise ``ValueError`` naming the bad setting."""
+        """Check every setting's type and range, and every name; raise ``ValueError`` naming
+        the bad setting and what is allowed. (What needs the data, such as ``k`` against the
+        number of features or the model's size, is checked by
+        :func:`r2et.bench.runner.check_grid` before anything is trained.)"""
         from r2et.data import list_datasets
-        from r2et.methods import list_methods
+        from r2et.methods import get_method, list_methods
 
-        for name in self.datasets:
-            if name not in list_datasets():
-                raise ValueError(f"unknown dataset {name!r}; allowed: {list_datasets()}")
-        for name in self.methods:
-            if name not in list_methods():
-                raise ValueError(f"unknown method {name!r}; allowed: {list_methods()}")
-        for name in self.grid:
+        _check_names("datasets", self.datasets, list_datasets())
+        _check_names("methods", self.methods, list_methods())
+        if "vanilla" not in self.methods:
+            raise ValueError("methods must include 'vanilla' (the selection rule compares to it)")
+        if not isinstance(self.seeds, list) or not self.seeds:
+            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
+        for s in self.seeds:
+            check_number("seeds", s, 0, MAX_SEED, integer=True)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must not repeat, got {self.seeds}")
+        if not isinstance(self.grid, dict):
+            raise ValueError(f"grid must be a table method = [weights], got {self.grid!r}")
+        for name, values in self.grid.items():
             if name not in self.methods:
                 raise ValueError(
                     f"grid names method {name!r}, which is not in methods {self.methods}"
                 )
-        if not self.datasets or not self.methods or not self.seeds:
-            raise ValueError("datasets, methods and seeds must each name at least one value")
-        if "vanilla" not in self.methods:
-            raise ValueError("methods must include 'vanilla' (the selection rule compares to it)")
-        if any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
-            raise ValueError(f"seeds must be integers, got {self.seeds}")
-        if not 0 <= float(self.max_acc_drop) <= 1:
-            raise ValueError(f"max_acc_drop must lie in [0, 1], got {self.max_acc_drop}")
-        if self.min_deletion_ratio is not None and not 0 <= float(self.min_deletion_ratio) <= 1:
-            raise ValueError(
-                f"min_deletion_ratio must be None or lie in [0, 1], got {self.min_deletion_ratio}"
-            )
-        from r2et.attacks import list_presets
-
-        for key in ("preset", "budget_preset"):
-            if self.evaluate.get(key, "standard") not in list_presets():
+            if get_method(name, k=1).weight_name is None:
+                raise ValueError(f"grid names method {name!r}, which has no weight to sweep")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{name} must be a non-empty list of weights, got {values!r}")
+            for v in values:
+                check_number(f"grid.{name}", v, 0)
+            if len(set(float(v) for v in values)) != len(values):
+                raise ValueError(f"grid.{name} must not repeat a weight, got {values}")
+        for sec in _SECTIONS:
+            _check_section(sec, getattr(self, sec), complete=True)
+        if not isinstance(self.datasets_options, dict):
+            raise ValueError("datasets_options must be a table of [datasets_options.NAME] tables")
+        for name, opts in self.datasets_options.items():
+            if name not in list_datasets():
                 raise ValueError(
-                    f"evaluate.{key}={self.evaluate.get(key)!r} is not a preset; "
-                    f"allowed: {list_presets()}"
+                    f"datasets_options names unknown dataset {name!r}; allowed: {list_datasets()}"
                 )
-        if self.evaluate.get("box", True) not in (True, False):
-            raise ValueError(f"evaluate.box must be true or false, got {self.evaluate['box']!r}")
-        for sec in ("pretrain", "finetune"):
-            if int(getattr(self, sec).get("epochs", 1)) < 0:
-                raise ValueError(f"{sec}.epochs must be >= 0")
-        if int(self.evaluate.get("steps", 1)) < 1 or int(self.evaluate.get("n", 1)) < 1:
-            raise ValueError("evaluate.steps and evaluate.n must be >= 1")
+            _check_dataset_options(name, opts, self.methods)
+        check_number("max_acc_drop", self.max_acc_drop, 0, 1)
+        if self.min_deletion_ratio is not None:
+            try:
+                check_number("min_deletion_ratio", self.min_deletion_ratio, 0, 1)
+            except ValueError:
+                raise ValueError(
+                    f"min_deletion_ratio must be None or lie in [0, 1], "
+                    f"got {self.min_deletion_ratio!r}"
+                ) from None
+        if self.device is not None:
+            check_device("device", self.device)
+        if self.threads is not None:
+            check_number("threads", self.threads, 1, MAX_THREADS, integer=True)
+        if not isinstance(self.save_models, bool):
+            raise ValueError(f"save_models must be true or false, got {self.save_models!r}")
+
+
+#: Limits of the numeric settings (beyond them a run would not finish or not fit in memory).
+MAX_SEED = 2**32 - 1
+MAX_THREADS = 1024
+_INT_LIMITS = {
+    "epochs": (0, 100_000),
+    "batch_size": (1, 10_000_000),
+    "n": (1, 100_000_000),
+    "steps": (1, 1_000_000),
+    "thickness_samples": (1, 10_000),
+    "thickness_steps": (1, 10_000),
+}
+_SECTION_KEYS = {
+    "pretrain": ("epochs", "lr", "batch_size"),
+    "finetune": ("epochs", "lr", "batch_size"),
+    "evaluate": (
+        "n",
+        "steps",
+        "preset",
+        "box",
+        "budgets",
+        "budget_preset",
+        "thickness_samples",
+        "thickness_steps",
+        "certify",
+    ),
+}
+_DATASET_OPTION_KEYS = ("eps", "k", "model", "load", "params", *_SECTIONS)
+#: Section keys that a complete configuration may leave out.
+_OPTIONAL_KEYS = frozenset({"certify"})
+
+
+def _check_names(key: str, names: Any, allowed: list[str]) -> None:
+    """A non-empty list of distinct known names."""
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{key} must be a non-empty list of names; allowed: {allowed}")
+    for name in names:
+        if name not in allowed:
+            kind = key.rstrip("s")
+            raise ValueError(f"unknown {kind} {name!r}; allowed: {allowed}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{key} must not repeat a name, got {names}")
+
+
+def _check_section(sec: str, table: Any, complete: bool = False, where: str = "") -> None:
+    """One ``[pretrain]``/``[finetune]``/``[evaluate]`` table: a table, known keys, each value
+    of its type and range (``complete``: every key present)."""
+    from r2et.attacks import list_presets
+
+    label = f"{where}{sec}"
+    if not isinstance(table, dict):
+        raise ValueError(f"[{label}] must be a table, got {type(table).__name__} {table!r}")
+    allowed = _SECTION_KEYS[sec]
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in [{label}]; allowed: {list(allowed)}")
+    if complete:
+        absent = [k for k in allowed if k not in table and k not in _OPTIONAL_KEYS]
+        if absent:
+            raise ValueError(f"[{label}] lacks {absent}")
+    for key, val in table.items():
+        name = f"{label}.{key}"
+        if key in _INT_LIMITS:
+            check_number(name, val, *_INT_LIMITS[key], integer=True)
+        elif key == "lr":
+            check_number(name, val, 0, 10, low_open=True)
+        elif key in ("preset", "budget_preset"):
+            if val not in list_presets():
+                raise ValueError(f"{name}={val!r} is not a preset; allowed: {list_presets()}")
+        elif key == "box":
+            if not isinstance(val, bool):
+                raise ValueError(f"{name} must be true or false, got {val!r}")
+        elif key == "budgets":
+            if not isinstance(val, list):
+                raise ValueError(f"{name} must be a list of budget multipliers, got {val!r}")
+            for b in val:
+                check_number(name, b, 0, 1000, low_open=True)
+            if len(set(float(b) for b in val)) != len(val):
+                raise ValueError(f"{name} must not repeat a multiplier, got {val}")
+        elif key == "certify":  # {name: {method = "deterministic"|"smoothed", ...}}
+            from r2et.certify import METHODS
+
+            if not isinstance(val, dict) or not all(
+                isinstance(v, dict) and v.get("method") in METHODS for v in val.values()
+            ):
+                raise ValueError(
+                    f"{name} must map names to tables with method = one of {list(METHODS)}"
+                )
+
+
+def _check_dataset_options(name: str, opts: Any, methods: list[str]) -> None:
+    """One ``[datasets_options.NAME]`` table."""
+    from r2et.methods import list_methods
+
+    where = f"datasets_options.{name}"
+    if not isinstance(opts, dict):
+        raise ValueError(f"[{where}] must be a table, got {type(opts).__name__} {opts!r}")
+    unknown = sorted(set(opts) - set(_DATASET_OPTION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in [{where}]; allowed: {list(_DATASET_OPTION_KEYS)}"
+        )
+    if "eps" in opts:
+        check_number(f"{where}.eps", opts["eps"], 0, 1e6, low_open=True)
+    if "k" in opts:
+        check_number(f"{where}.k", opts["k"], 1, integer=True)
+    if "model" in opts:
+        spec = opts["model"]
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ValueError(f"{where}.model must be a table with a model 'name', got {spec!r}")
+        for key in ("input_shape", "n_classes"):
+            if key in spec:
+                raise ValueError(f"{where}.model must not set {key!r}: it comes from the data")
+    for key in ("load", "params"):
+        if key in opts and not isinstance(opts[key], dict):
+            raise ValueError(f"{where}.{key} must be a table, got {opts[key]!r}")
+    for method, hp in opts.get("params", {}).items():
+        if method not in list_methods():
+            raise ValueError(
+                f"{where}.params names unknown method {method!r}; allowed: {list_methods()}"
+            )
+        if not isinstance(hp, dict):
+            raise ValueError(f"{where}.params.{method} must be a table, got {hp!r}")
+    for sec in _SECTIONS:
+        if sec in opts:
+            _check_section(sec, opts[sec], where=f"{where}.")
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig:
@@ -150,15 +300,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"benchmark config {path} does not exist")
+            raise FileNotFoundError(f"benchmark config {path} does not exist or is not a file")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid TOML: {err}") from None
     for key, val in overrides.items():
         if val is None:
             continue
-        if key in _SECTIONS:
+        if key in _SECTIONS and key in data and not isinstance(data[key], dict):
+            continue  # the file's wrong-typed section is reported by validation
+        if key in _SECTIONS and isinstance(val, dict):
             data[key] = {**data.get(key, {}), **val}
         else:
             data[key] = val
@@ -166,8 +318,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig
 
 
 def parse_list(text: str, kind: type = str, name: str = "value") -> list[Any]:
-    """Split a comma-separated flag value (``"adult,compas"``, ``"0,1,2"``) into typed items."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    """Split a comma-separated flag value (``"adult,compas"``, ``"0,1,2"``) into typed items;
+    an empty item or an empty list raises ``ValueError``."""
+    items = [t.strip() for t in str(text).split(",")]
+    if not any(items) or not all(items):
+        raise ValueError(f"{name}={text!r} must be a comma-separated list with no empty item")
     try:
         return [kind(t) for t in items]
     except ValueError:

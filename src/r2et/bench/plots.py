@@ -88,6 +88,48 @@ def plot_budget_curves(
     return _finish(fig, axes, "Top-k stability versus attack budget (higher is more stable)", path)
 
 
+def plot_certified_curves(
+    rows: list[dict[str, Any]],
+    path: Path,
+    order: list[str] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Certified P@k (a lower bound, solid) against radius, one panel per dataset, one colour
+    per method (every row's mean over seeds and weights of the method), with the attacked P@k
+    of the budget curve (an upper bound, dashed) where the norms agree: the true worst-case
+    P@k lies between. Reads the ``cert_<name>_curve`` columns (the first certificate when
+    ``name`` is None)."""
+    if name is None:
+        keys = [k for r in rows for k in r if k.startswith("cert_") and k.endswith("_curve")]
+        name = keys[0][len("cert_") : -len("_curve")]
+    col, norm_col = f"cert_{name}_curve", f"cert_{name}_norm"
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = _methods(rows, order)
+    colors = _colors(methods)
+    fig, axes = _panels(len(datasets))
+    norm = next((r.get(norm_col) for r in rows if r.get(norm_col)), "linf")
+    for ax, d in zip(axes[0], datasets):
+        for m in methods:
+            sel = [r for r in rows if r["dataset"] == d and r["method"] == m]
+            for key, style, label in ((col, "-", m), ("curve", "--", None)):
+                if key == "curve" and norm != "linf":
+                    continue
+                acc: dict[float, list[float]] = defaultdict(list)
+                for r in sel:
+                    for eps, p in (r.get(key) or {}).items():
+                        acc[float(eps)].append(p)
+                if acc:
+                    xs = sorted(acc)
+                    ys = [sum(acc[e]) / len(acc[e]) for e in xs]
+                    ax.plot(xs, ys, style, marker="o", ms=3, color=colors[m], label=label)
+        ax.set_title(d)
+        ax.set_xlabel(f"radius ({norm})")
+        ax.set_ylabel("P@k: certified (solid) / attacked (dashed)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    return _finish(fig, axes, f"Certified top-k P@k ({name}) versus radius", path)
+
+
 def _scatter(
     rows: list[dict[str, Any]],
     path: Path,
@@ -275,6 +317,10 @@ def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
     ]
     if any(r["method"] == "vanilla" for r in rows):
         paths.append(plot_training_cost(rows, plots / "training_cost.png", cfg.methods))
+    for name in cfg.evaluate.get("certify") or {}:
+        if any(f"cert_{name}_curve" in r for r in rows):
+            path = plots / f"certified_{name}.png"
+            paths.append(plot_certified_curves(rows, path, cfg.methods, name))
     images = dict.fromkeys(r["dataset"] for r in rows if r.get("modality") == "image")
     for d in images if cfg.save_models else ():
         p = plot_saliency_panel(out, rows, cfg, d, plots / f"saliency_{d}.png")

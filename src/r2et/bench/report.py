@@ -31,7 +31,8 @@ def selection_rule_text(max_acc_drop: float, min_deletion_ratio: float | None = 
     faith = (
         ""
         if min_deletion_ratio is None
-        else f" and whose mean deletion gain is at least {min_deletion_ratio:g} times vanilla's"
+        else f" and whose mean deletion gain is at least {min_deletion_ratio:g} times vanilla's "
+        f"(vanilla's minus {1 - min_deletion_ratio:g} times its size, when vanilla's is negative)"
     )
     return (
         "Selection rule: for each dataset and method, among its weight settings whose mean "
@@ -77,7 +78,10 @@ def select(
             gain = _mean_std([r.get("deletion_gain") for r in rs])[0]
             ok = math.isnan(ref_acc) or acc >= ref_acc - max_acc_drop - 1e-12
             if min_deletion_ratio is not None and not math.isnan(ref_del):
-                ok = ok and not math.isnan(gain) and gain >= min_deletion_ratio * ref_del - 1e-12
+                # ratio * ref for a positive reference, ref - (1 - ratio)|ref| in general, so
+                # that vanilla stays admissible against itself when its gain is negative
+                floor = ref_del - (1.0 - min_deletion_ratio) * abs(ref_del)
+                ok = ok and not math.isnan(gain) and gain >= floor - 1e-12
             scored.append((ok, -1.0 if math.isnan(patk) else patk, acc, setting, rs))
         admissible = [s for s in scored if s[0]]
         if admissible:
@@ -181,6 +185,41 @@ def settings_table(
     return "\n".join(lines)
 
 
+def certified_table(
+    rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
+) -> str:
+    """Per dataset, method and certificate (``evaluate.certify``): mean certified radius,
+    fraction of inputs with one, and certified P@k (a lower bound) beside the attacked P@k of
+    the budget curve (an upper bound) at the radii both have; the truth lies between."""
+    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    names = sorted(
+        {k[5:-6] for r in rows for k in r if k.startswith("cert_") and k.endswith("_curve")}
+    )
+    lines = [
+        "| Dataset | Method | Certificate | norm | mean radius | certified fraction "
+        "| certified / attacked P@k at radius |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
+    for (d, m), sel in chosen.items():
+        for name in names:
+            rs = [r for r in sel["rows"] if f"cert_{name}_curve" in r]
+            if not rs:
+                continue
+            rad = _mean_std([r[f"cert_{name}_radius_mean"] for r in rs])[0]
+            frac = _mean_std([r[f"cert_{name}_certified_fraction"] for r in rs])[0]
+            norm = rs[0][f"cert_{name}_norm"]
+            pairs = []
+            for key in rs[0][f"cert_{name}_curve"]:
+                cert = _mean_std([r[f"cert_{name}_curve"][key] for r in rs])[0]
+                att = [r.get("curve", {}).get(key) for r in rs] if norm == "linf" else [None]
+                att_text = f"{_mean_std(att)[0]:.3f}" if None not in att else "–"
+                pairs.append(f"{key}: {cert:.3f} / {att_text}")
+            lines.append(
+                f"| {d} | {m} | {name} | {norm} | {rad:.4g} | {frac:.2f} | {'; '.join(pairs)} |"
+            )
+    return "\n".join(lines)
+
+
 def evaluation_text(ev: dict[str, Any]) -> str:
     """How the reported numbers were measured, in words."""
     box = (
@@ -197,8 +236,9 @@ def evaluation_text(ev: dict[str, Any]) -> str:
         f"search), with the paper's ERAttack ({ev['steps']} steps) beside it. Deletion gain: "
         "the fall of the predicted class's probability when the top-k units are replaced by "
         "the mean training input, minus the fall for k random units. Occlusion agreement: P@k "
-        "between the explanation's top-k and single-unit occlusion's (4x4 patches for 28x28 "
-        "images). Distinct top-k: how many different top-k sets the evaluated inputs have."
+        "between the explanation's top-k and single-unit occlusion's (4x4-pixel patches for "
+        "images of more than 256 pixels). Distinct top-k: how many different top-k sets the "
+        "evaluated inputs have."
     )
 
 
@@ -225,6 +265,19 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         "",
         settings_table(rows, cfg.max_acc_drop, ratio),
         "",
+        *(
+            [
+                "## Certified top-k (`r2et.certify`)",
+                "",
+                "Attacked P@k is an upper bound on the worst case, certified P@k a lower bound: "
+                "the truth lies between (docs/certify.md).",
+                "",
+                certified_table(rows, cfg.max_acc_drop, ratio),
+                "",
+            ]
+            if cfg.evaluate.get("certify")
+            else []
+        ),
         "## Plots",
         "",
         *[f"![{p.stem}](plots/{p.name})" for p in plots],

@@ -20,9 +20,15 @@ from typing import Any
 
 import torch
 
-from r2et._io import atomic_write_json, read_json
+from r2et._io import (
+    FolderLock,
+    atomic_folder,
+    atomic_write_json,
+    read_json,
+    remove_stale_temps,
+)
 from r2et.bench.config import DEFAULT_EPS, BenchConfig
-from r2et.bench.store import ResultStore, cell_key
+from r2et.bench.store import ResultStore, cell_key, config_digest
 
 EXECUTORS = ("local", "ray")
 
@@ -54,9 +60,9 @@ def grid_cells(cfg: BenchConfig) -> list[dict[str, Any]]:
 
 
 def _device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from r2et._checks import check_device
+
+    return check_device("device", name or None)
 
 
 def _setup_threads(cfg: dict[str, Any]) -> None:
@@ -161,7 +167,37 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         for key, val in vals.items():
             if key not in ("eps", "steps", "norm"):
                 row[f"{name}_{key}"] = val
+    for name, vals in metrics.get("certified", {}).items():  # certified P@k: lower bounds
+        for key in ("radius_mean", "radius_median", "certified_fraction", "seconds"):
+            row[f"cert_{name}_{key}"] = vals[key]
+        row[f"cert_{name}_norm"] = vals["norm"]
+        row[f"cert_{name}_curve"] = {
+            f"{r:g}": p for r, p in zip(vals["radii"], vals["p_at_k_mean"])
+        }
     return row
+
+
+def _certify_specs(
+    specs: dict[str, Any] | None, eps: float, budgets: list[float], bounds: Any
+) -> dict[str, Any] | None:
+    """``evaluate.certify`` tables as ``certified_radius`` keywords: a deterministic
+    certificate reports at the attack's radii (``eps`` times each budget, and ``eps``) inside
+    the same data box, a smoothed one at l2 radii σ/4, σ/2 and σ, unless ``radii`` is given."""
+    if not specs:
+        return None
+    out = {}
+    for name, spec in specs.items():
+        spec = dict(spec)
+        if spec["method"] == "deterministic":
+            spec.setdefault("radii", sorted({eps * float(b) for b in budgets} | {eps}))
+            spec.setdefault("max_radius", 4 * eps)
+            if bounds is not None:
+                spec.setdefault("bounds", bounds)
+        else:
+            sigma = float(spec.get("sigma", 0.25))
+            spec.setdefault("radii", [sigma / 4, sigma / 2, sigma])
+        out[name] = spec
+    return out
 
 
 def evaluate_cell(
@@ -198,6 +234,7 @@ def evaluate_cell(
         thickness_samples=int(ev.get("thickness_samples", 8)),
         thickness_steps=int(ev.get("thickness_steps", 8)),
         seed=seed,
+        certify=_certify_specs(ev.get("certify"), eps, ev.get("budgets", []), bounds),
     )
     row = flatten_metrics(metrics)
     row["box"] = bounds is not None
@@ -237,7 +274,8 @@ def _cell_task(
     k, eps, opts = _dataset_settings(cfg, ds)
     model = _model_from_bytes(pretrained)
     weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
-    method = get_method(cell["method"], k=k, **weights)
+    params = dict(opts.get("params", {}).get(cell["method"], {}))
+    method = get_method(cell["method"], k=k, **{**params, **weights})
     ft = {**cfg["finetune"], **opts.get("finetune", {})}
     t0 = time.perf_counter()
     res = fit(
@@ -335,6 +373,80 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("device", "threads", "save_models")}
 
 
+def check_out(out: str | Path) -> Path:
+    """``out`` as a ``Path`` if it can hold a benchmark (a new or existing folder); else
+    ``ValueError`` (an empty name, a file, a path through a file)."""
+    if not str(out).strip():
+        raise ValueError("--out must name a folder, got an empty string")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a folder for the benchmark")
+    parent = next((a for a in out.absolute().parents if a.exists()), None)
+    if not out.exists() and parent is not None and not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+    return out
+
+
+def check_grid(cfg: BenchConfig) -> None:
+    """Everything about ``cfg`` that needs the data, checked before anything is trained: each
+    dataset loads; ``k`` lies in 1..F-1 for its F ranked units; the model spec builds (on the
+    ``meta`` device, nothing allocated) within :data:`~r2et._checks.MAX_PARAMETERS`; every
+    cell's method accepts its hyperparameters and weight. Raises ``ValueError``."""
+    from r2et._checks import check_k, count_model_parameters
+    from r2et.explain import Explainer
+    from r2et.methods import get_method
+
+    config = cfg.to_dict()
+    for name in cfg.datasets:
+        ds = _load(name, int(cfg.seeds[0]), config)
+        k, _, opts = _dataset_settings(config, ds)
+        n_units = int(Explainer("grad").unit_index(tuple(ds.input_shape)).max()) + 1
+        try:
+            check_k(k, n_units)
+        except ValueError as err:
+            raise ValueError(f"dataset {name!r}: {err}") from None
+        spec = dict(opts.get("model", ds.default_model))
+        spec.update(input_shape=list(ds.input_shape), n_classes=ds.n_classes)
+        count_model_parameters(spec, where=f"the model of dataset {name!r}")
+        for cell in grid_cells(cfg):
+            if cell["dataset"] != name:
+                continue
+            params = dict(opts.get("params", {}).get(cell["method"], {}))
+            if cell["weight"] is not None:
+                params[cell["weight_name"]] = cell["weight"]
+            try:
+                get_method(cell["method"], k=k, **params)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"dataset {name!r}, method {cell['method']!r}: {err}") from None
+
+
+def _pretrain_folder(out: Path, dataset: str, seed: int) -> Path:
+    return out / "pretrain" / f"{dataset}__seed{seed}"
+
+
+def _load_pretrained(folder: Path, digest: str) -> dict[str, Any] | None:
+    """A committed pre-training unit as model bytes, or None (with a warning) when it is
+    invalid: unreadable, weights not matching their digest, another configuration."""
+    from r2et.train import load_run
+
+    try:
+        run = load_run(folder)
+    except (ValueError, OSError) as err:
+        warnings.warn(
+            f"pre-trained model {folder} is invalid ({err}); training it again", stacklevel=3
+        )
+        return None
+    if run.config.get("config_sha256") != digest or "val_accuracy" not in run.metrics:
+        warnings.warn(
+            f"pre-trained model {folder} belongs to another configuration; training it again",
+            stacklevel=3,
+        )
+        return None
+    blob = _model_bytes(run.model)
+    blob["val_accuracy"] = run.metrics["val_accuracy"]
+    return blob
+
+
 def run_bench(
     cfg: BenchConfig,
     out: str | Path,
@@ -354,66 +466,118 @@ def run_bench(
     ``plots/*.png``. ``resume=True`` skips finished cells and reuses pre-trained models; a
     folder that already holds results is refused without it, and a resumed run must have the
     same result-relevant configuration.
-    """
-    from r2et.train import load_run, save_run
 
+    Everything is validated before any work starts (:meth:`BenchConfig.validate`,
+    :func:`check_out`, :func:`check_grid`). The run holds an exclusive lock on ``out``
+    (:class:`~r2et._io.FolderLock`; a second run on the same folder raises
+    :class:`~r2et._io.FolderLockedError`), first deletes the temporaries a killed run left,
+    and commits each pre-training run and each cell as one unit (written into a temporary
+    folder or file, then renamed), so a kill at any instant leaves either nothing or a whole
+    unit, and ``resume=True`` finishes the grid. Cell files and pre-trained models are
+    validated against the cell and the configuration (:class:`ResultStore`); invalid ones are
+    computed again.
+    """
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r} is not supported; allowed: {list(EXECUTORS)}")
+    if not isinstance(cfg, BenchConfig):
+        raise ValueError(f"cfg must be a BenchConfig, got {type(cfg).__name__}")
     cfg.validate()
-    out = Path(out)
-    store = ResultStore(out)
+    out = check_out(out)
+    all_cells = grid_cells(cfg)
+    chosen = all_cells if cells is None else list(cells)
+    unknown = [c for c in chosen if c not in all_cells]
+    if unknown:
+        raise ValueError(f"cells must be cells of the grid; {cell_key(unknown[0])} is not")
+    check_grid(cfg)
     config = cfg.to_dict()
-    cfg_path = out / "config.json"
-    if store.has_results() or cfg_path.exists():
-        if not resume:
-            raise ValueError(
-                f"{out} already holds a benchmark; pass --resume to continue it or choose "
-                "another --out"
-            )
-        if cfg_path.exists():
-            old = read_json(cfg_path)
-            diff = sorted(
-                k
-                for k in set(_comparable(old)) | set(_comparable(config))
-                if old.get(k) != config.get(k)
-            )
-            if diff:
+    digest = config_digest(_comparable(config))
+    with FolderLock(out):
+        for sub in ("cells", "pretrain", "models", "errors", "plots"):
+            remove_stale_temps(out / sub)
+        remove_stale_temps(out, recursive=False)
+        store = ResultStore(out, digest, models=cfg.save_models)
+        cfg_path = out / "config.json"
+        if store.has_results() or cfg_path.exists():
+            if not resume:
                 raise ValueError(
-                    f"cannot resume {out}: its configuration differs in {diff}; "
-                    "use the same settings or another --out"
+                    f"{out} already holds a benchmark; pass --resume to continue it or choose "
+                    "another --out"
                 )
-    atomic_write_json(cfg_path, config)
-    todo = [c for c in (cells if cells is not None else grid_cells(cfg)) if not store.is_done(c)]
+            if cfg_path.exists():
+                old = read_json(cfg_path)
+                if not isinstance(old, dict):
+                    raise ValueError(f"{cfg_path} is not a benchmark configuration")
+                diff = sorted(
+                    k
+                    for k in set(_comparable(old)) | set(_comparable(config))
+                    if old.get(k) != config.get(k)
+                )
+                if diff:
+                    raise ValueError(
+                        f"cannot resume {out}: its configuration differs in {diff}; "
+                        "use the same settings or another --out"
+                    )
+        atomic_write_json(cfg_path, config)
+        ignored = store.ignored_files(all_cells)
+        todo = [c for c in chosen if not store.is_done(c)]
+        ignored = [p for p in ignored if p.stem not in {cell_key(c) for c in todo}]
+        if ignored:
+            warnings.warn(
+                f"ignoring {len(ignored)} file(s) in {store.cells_dir} that are not valid cells "
+                f"of this benchmark: {', '.join(p.name for p in ignored[:5])}",
+                stacklevel=2,
+            )
+        _run_grid(cfg, config, digest, out, store, todo, executor, address, progress)
+        rows = store.write_tables(cells=all_cells)
+        if report:
+            from r2et.bench.report import write_report
+
+            write_report(out, rows, cfg)
+    return rows
+
+
+def _run_grid(
+    cfg: BenchConfig,
+    config: dict[str, Any],
+    digest: str,
+    out: Path,
+    store: ResultStore,
+    todo: list[dict[str, Any]],
+    executor: str,
+    address: str | None,
+    progress: bool,
+) -> None:
+    """Pre-train what ``todo`` needs, then fine-tune and evaluate every cell of ``todo``,
+    committing each unit as it arrives."""
+    from r2et.train import save_run
 
     # 1. pre-train (dataset, seed) pairs that still have cells to run
     pretrained: dict[tuple[str, int], dict[str, Any]] = {}
-    need = sorted({(c["dataset"], c["seed"]) for c in todo})
     missing = []
-    for ds_name, seed in need:
-        folder = out / "pretrain" / f"{ds_name}__seed{seed}"
-        if (folder / "model.safetensors").is_file():
-            run = load_run(folder)
-            blob = _model_bytes(run.model)
-            blob["val_accuracy"] = run.metrics.get("val_accuracy")
-            pretrained[(ds_name, seed)] = blob
-        else:
+    for ds_name, seed in sorted({(c["dataset"], c["seed"]) for c in todo}):
+        folder = _pretrain_folder(out, ds_name, seed)
+        blob = _load_pretrained(folder, digest) if folder.exists() else None
+        if blob is None:
             missing.append((ds_name, seed))
+        else:
+            pretrained[(ds_name, seed)] = blob
 
     def save_pretrained(i: int, result: dict[str, Any]) -> None:
         ds_name, seed = missing[i]
-        model = _model_from_bytes(result)
-        save_run(
-            out / "pretrain" / f"{ds_name}__seed{seed}",
-            model,
-            {
-                "dataset": ds_name,
-                "seed": seed,
-                "method": "vanilla",
-                "stage": "pretrain",
-                "settings": config["pretrain"],
-            },
-            {"val_accuracy": result["val_accuracy"], "seconds": result["seconds"]},
-        )
+        with atomic_folder(_pretrain_folder(out, ds_name, seed)) as tmp:
+            save_run(
+                tmp,
+                _model_from_bytes(result),
+                {
+                    "dataset": ds_name,
+                    "seed": seed,
+                    "method": "vanilla",
+                    "stage": "pretrain",
+                    "settings": config["pretrain"],
+                    "config_sha256": digest,
+                },
+                {"val_accuracy": result["val_accuracy"], "seconds": result["seconds"]},
+            )
         pretrained[(ds_name, seed)] = result
 
     _execute(
@@ -426,40 +590,37 @@ def run_bench(
         address,
     )
 
-    # 2. the grid
+    # 2. the grid: each cell commits its model folder, then its cell file
     failed: list[str] = []
 
     def save_cell(i: int, row: dict[str, Any]) -> None:
         cell = todo[i]
+        key = cell_key(cell)
         if "_error" in row:
-            failed.append(cell_key(cell))
-            atomic_write_json(out / "errors" / f"{cell_key(cell)}.json", {**cell, **row})
-            warnings.warn(f"cell {cell_key(cell)} failed: {row['_error']}", stacklevel=1)
+            failed.append(key)
+            atomic_write_json(out / "errors" / f"{key}.json", {**cell, **row})
+            warnings.warn(f"cell {key} failed: {row['_error']}", stacklevel=1)
             return
-        (out / "errors" / f"{cell_key(cell)}.json").unlink(missing_ok=True)
         blob = row.pop("_model")
         if cfg.save_models:
             model = _model_from_bytes(blob)
-            save_run(
-                out / "models" / cell_key(cell),
-                model,
-                {**cell, "stage": "finetune", "method_config": row["method_config"]},
-                {k: v for k, v in row.items() if not isinstance(v, dict)},
-            )
+            with atomic_folder(out / "models" / key) as tmp:
+                save_run(
+                    tmp,
+                    model,
+                    {**cell, "stage": "finetune", "method_config": row["method_config"]},
+                    {k: v for k, v in row.items() if not isinstance(v, dict)},
+                )
+            row["model_sha256"] = read_json(out / "models" / key / "config.json")["weights_sha256"]
         store.save_cell(cell, row)
-        store.write_tables()
+        (out / "errors" / f"{key}.json").unlink(missing_ok=True)
+        store.write_tables(cells=grid_cells(cfg))
 
     jobs = [(c, config, pretrained[(c["dataset"], c["seed"])]) for c in todo]
     _execute(executor, cell_task, jobs, save_cell, "cells", progress, address)
-    rows = store.write_tables()
     if failed:
         warnings.warn(
             f"{len(failed)} cell(s) failed (details in {out / 'errors'}): {', '.join(failed)}; "
             "rerun with --resume to retry them",
-            stacklevel=2,
+            stacklevel=3,
         )
-    if report:
-        from r2et.bench.report import write_report
-
-        write_report(out, rows, cfg)
-    return rows

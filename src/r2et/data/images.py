@@ -1,5 +1,6 @@
 """Image datasets: MNIST (IDX files; the full set or the 5,000-image ``mnist5k`` subset),
-CIFAR-10 (the python tarball) and scikit-learn's 8×8 digits.
+CIFAR-10 (the binary version; the full set or the 5,506-image ``cifar10-5k`` subset) and
+scikit-learn's 8×8 digits. Nothing here unpickles.
 
 Inputs are ``(N, C, H, W)`` float32 scaled to [0, 1] and ``bounds = (0.0, 1.0)`` (the valid
 range attacks clip to). Features (ranked by explanations) are pixels ``"pixel_r_c"``; scores
@@ -10,9 +11,8 @@ split is carved from train, stratified by ``seed``.
 from __future__ import annotations
 
 import gzip
-import io
+import hashlib
 import os
-import pickle
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from r2et.data._prep import carve_val, three_way_split, to_tensors
 from r2et.data.base import Dataset
-from r2et.data.download import Source, resolve
+from r2et.data.download import Source, cache_dir, data_root, resolve
 
 PathLike = str | os.PathLike[str]
 
@@ -62,13 +62,54 @@ MNIST5K_SOURCE = Source(
         )
     ),
 )
+#: The CIFAR-10 binary version (Krizhevsky, 2009): one tarball holding ``cifar-10-batches-bin/``.
+#: Its SHA-256 is the one of the canonical file (170,052,171 bytes, whose MD5
+#: c32a1d4ab5d03f1284b67883e8d87530 is the one the dataset's page publishes).
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_TARBALL = "cifar-10-binary.tar.gz"
 CIFAR10_SOURCE = Source(
     folder="cifar10",
-    files={
-        "cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
-    },
-    urls={"cifar-10-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
+    files={CIFAR10_TARBALL: "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"},
+    urls={CIFAR10_TARBALL: CIFAR10_URL},
 )
+CIFAR_DIR = "cifar-10-batches-bin"
+CIFAR_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+#: One record: a label byte, then 1,024 red, 1,024 green and 1,024 blue bytes (row-major).
+CIFAR_RECORD = 1 + 3 * 32 * 32
+#: MD5 sums of the six batch files of the official tarball, for an already extracted
+#: ``cifar10/cifar-10-batches-bin/`` folder (the tarball itself is checked by SHA-256).
+CIFAR10_BATCH_MD5 = {
+    "data_batch_1.bin": "5dd7e06a14cb22eb9f671a540d1b7c25",
+    "data_batch_2.bin": "5ea93a67294ea407fff1d09f752e9692",
+    "data_batch_3.bin": "942cd6a4bcdd0dd3c604fbe906cb4421",
+    "data_batch_4.bin": "ae636b3ba5c66a11e91e8cb52e771fcb",
+    "data_batch_5.bin": "53f37980c15c3d472c316c40844f3f0d",
+    "test_batch.bin": "803d5f7f4d78ea53de84dbe85f74fb6d",
+}
+# The 5,506-image subset shipped in ../shared/data/cifar10-5k (no public URL: local only): the
+# first 932 records of each official training batch and the first 846 test records.
+CIFAR10_5K_SOURCE = Source(
+    folder="cifar10-5k",
+    files={
+        f"{CIFAR_DIR}/{f}": s
+        for f, s in zip(
+            CIFAR_BATCHES + ("batches.meta.txt",),
+            (
+                "b0f27afee5ca668579a2e93ee3681e063ff732dc2df61078190ed27754426fbb",
+                "d8be2e394f486275122ee559eafeb27c7b361cd515e8b22af157135d0c8bdcb1",
+                "ff9dc9eb2d46ee4901a27a6a8bb2eb17e81a34f029c976d4731066200935a780",
+                "9a0ce4a95c35e50eb9c7dbf3066b5edec5f9c1f0c409be6168393b488b7944e7",
+                "fdda7fa3b14c06a9fd2ca26f99a341480beed33e5eabfe0339bb04f209281f36",
+                "7a6b65454614904e75805388c6c869be5921ba19464232b1d871dc44f4d54402",
+                "558e74b5e208382e186da55784b4bac2cd52e558448e1b5800990fdb28ed8033",
+            ),
+        )
+    },
+)
+#: Per-channel mean and standard deviation of the 50,000 CIFAR-10 training images in [0, 1];
+#: the ``input_norm`` of the default models (a fixed layer inside the model, see
+#: :class:`r2et.models.Standardize`), so data, bounds and budgets stay in pixel units.
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -200,40 +241,85 @@ def load_mnist5k(
     return _load_mnist_source("mnist5k", MNIST5K_SOURCE, root, False, seed, val_fraction)
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can build numpy arrays and nothing else (the pattern of the Python docs'
-    "Restricting Globals"): any other global in the stream raises ``UnpicklingError``."""
+def read_cifar_binary(data: bytes, name: str = "CIFAR-10 batch") -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (N, 3, 32, 32), labels int64 (N,))`` of one CIFAR-10 binary batch.
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
-
-
-def read_cifar_batch(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 (N, 3, 32, 32), labels int64 (N,))`` of one CIFAR-10 python batch.
-
-    The batches are Python-2 pickles of ``{b"data": uint8 (N, 3072), b"labels": [...]}``; they
-    are read with an unpickler restricted to numpy arrays (no arbitrary code), after the
-    tarball's SHA-256 was checked. Raises ``ValueError`` for anything else.
+    The binary layout (no pickle): ``N`` records of 3,073 bytes, each a label byte in 0-9 and
+    the 3,072 pixel bytes of one image, 1,024 per channel (red, green, blue), rows first.
+    Raises ``ValueError`` when the length is not a whole number of records or a label is > 9.
     """
+    if len(data) == 0 or len(data) % CIFAR_RECORD:
+        raise ValueError(
+            f"{name} is corrupt: {len(data)} bytes is not a whole number of "
+            f"{CIFAR_RECORD}-byte records"
+        )
+    rec = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+    y = rec[:, 0].astype(np.int64)
+    if y.max() > 9:
+        raise ValueError(f"{name} is corrupt: label {int(y.max())} is not in 0-9")
+    return rec[:, 1:].reshape(-1, 3, 32, 32), y
+
+
+def _md5_ok(path: Path, md5: str) -> bool:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == md5
+
+
+def _cifar10_full_batches(root: PathLike | None, download: bool) -> tuple[list[bytes], str]:
+    """The six batch files of the full CIFAR-10 binary set, and where they came from: an
+    extracted ``cifar10/cifar-10-batches-bin/`` folder under the data root or the cache (each
+    file MD5-checked), else the SHA-256-checked tarball (found or downloaded), read in memory."""
+    base = data_root(root)
+    for top in ([base] if base is not None else []) + [cache_dir()]:
+        folder = top / "cifar10" / CIFAR_DIR
+        if all((folder / f).is_file() for f in CIFAR_BATCHES):
+            for f in CIFAR_BATCHES:
+                if not _md5_ok(folder / f, CIFAR10_BATCH_MD5[f]):
+                    raise ValueError(
+                        f"checksum mismatch for data file {str(folder / f)!r}: it is not the "
+                        f"official CIFAR-10 {f} (corrupt or modified); replace the folder by "
+                        f"the original {CIFAR10_TARBALL}"
+                    )
+            return [(folder / f).read_bytes() for f in CIFAR_BATCHES], str(folder)
+    tarball = resolve("cifar10", CIFAR10_SOURCE, root, download)[CIFAR10_TARBALL]
+    blobs = []
     try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-        x = np.asarray(obj[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        y = np.asarray(obj[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as err:
-        raise ValueError(f"corrupt CIFAR-10 batch: {err}") from None
-    if len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() > 9)):
-        raise ValueError("corrupt CIFAR-10 batch: images and labels do not match")
-    return x, y
+        with tarfile.open(tarball) as tf:
+            for f in CIFAR_BATCHES:
+                fh = tf.extractfile(f"{CIFAR_DIR}/{f}")
+                if fh is None:
+                    raise KeyError(f)
+                blobs.append(fh.read())
+    except (KeyError, tarfile.TarError, EOFError, OSError) as err:
+        raise ValueError(f"{CIFAR10_TARBALL} is corrupt or incomplete: {err!r}") from None
+    return blobs, CIFAR10_URL
+
+
+def _cifar_dataset(
+    name: str, blobs: list[bytes], source: str, seed: int, val_fraction: float, model: str
+) -> Dataset:
+    xs, ys = zip(*(read_cifar_binary(b, f"{name} {f}") for b, f in zip(blobs, CIFAR_BATCHES)))
+    n_tr = sum(len(v) for v in ys[:-1])
+    x = np.concatenate(xs).astype(np.float32) / 255.0
+    y = np.concatenate(ys)
+    t_idx, v_idx = carve_val(y[:n_tr], val_fraction, seed)
+    info = {
+        "source": source,
+        "files": [f"{CIFAR_DIR}/{f}" for f in CIFAR_BATCHES],
+        "seed": seed,
+        "split": f"official train/test; val = {val_fraction} of train (stratified)",
+        "scaling": "pixel / 255 in [0, 1]; the model standardises per channel (input_norm)",
+        "classes": list(CIFAR10_CLASSES),
+        "rows_files": [n_tr, len(ys[-1])],
+    }
+    mean, std = CIFAR10_MEAN_STD
+    default = {"name": model, "input_norm": [list(mean), list(std)]}
+    return _image_dataset(
+        name, x, y, (t_idx, v_idx, np.arange(n_tr, len(y))), 10, 100, default, info
+    )
 
 
 def load_cifar10(
@@ -241,46 +327,34 @@ def load_cifar10(
 ) -> Dataset:
     """CIFAR-10 (Krizhevsky, 2009): 50,000 + 10,000 colour images, 3×32×32 in [0, 1].
 
-    Reads ``cifar-10-python.tar.gz`` (folder ``cifar10/``; downloaded with a SHA-256 check)
-    without extracting it. Val is ``val_fraction`` of train, stratified by ``seed``. Default
-    model: ``resnet9``; default ``k``: 50 pixels (of 1,024).
+    Reads the **binary** version (no unpickling anywhere): an extracted
+    ``cifar10/cifar-10-batches-bin/`` folder under the data root or the cache (each batch
+    checked against the MD5 of the official file), else ``cifar10/cifar-10-binary.tar.gz``
+    (SHA-256-checked; downloaded from the canonical URL when ``download=True``), read without
+    extracting. Val is ``val_fraction`` of train, stratified by ``seed``. Default model:
+    ``resnet9`` with the per-channel standardisation of :data:`CIFAR10_MEAN_STD` as its first
+    layer; default ``k``: 100 pixels of 1,024 (the official code's).
     """
-    paths = resolve("cifar10", CIFAR10_SOURCE, root, download)
-    members = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)]
-    members.append("cifar-10-batches-py/test_batch")
-    xs, ys = [], []
-    try:
-        with tarfile.open(paths["cifar-10-python.tar.gz"]) as tf:
-            for m in members:
-                fh = tf.extractfile(m)
-                if fh is None:
-                    raise KeyError(m)
-                xb, yb = read_cifar_batch(fh.read())
-                xs.append(xb)
-                ys.append(yb)
-    except (KeyError, tarfile.TarError, EOFError, OSError) as err:
-        raise ValueError(f"cifar-10-python.tar.gz is corrupt or incomplete: {err!r}") from None
-    n_tr = sum(len(v) for v in ys[:-1])
-    x = np.concatenate(xs).astype(np.float32) / 255.0
-    y = np.concatenate(ys)
-    t_idx, v_idx = carve_val(y[:n_tr], val_fraction, seed)
-    info = {
-        "source": CIFAR10_SOURCE.urls["cifar-10-python.tar.gz"],
-        "files": list(CIFAR10_SOURCE.files),
-        "seed": seed,
-        "split": f"official train/test; val = {val_fraction} of train (stratified)",
-        "scaling": "pixel / 255 in [0, 1]",
-        "classes": list(CIFAR10_CLASSES),
-    }
-    return _image_dataset(
-        "cifar10",
-        x,
-        y,
-        (t_idx, v_idx, np.arange(n_tr, len(y))),
-        10,
-        50,
-        {"name": "resnet9"},
-        info,
+    blobs, source = _cifar10_full_batches(root, download)
+    return _cifar_dataset("cifar10", blobs, source, seed, val_fraction, "resnet9")
+
+
+def load_cifar10_5k(
+    root: PathLike | None = None, download: bool = True, seed: int = 0, val_fraction: float = 0.1
+) -> Dataset:
+    """The 5,506-image CIFAR-10 subset (4,660 train = the first 932 of each official training
+    batch, 846 test = the first official test images) in folder
+    ``cifar10-5k/cifar-10-batches-bin/``, same binary layout as :func:`load_cifar10`, every
+    file SHA-256-checked. It has no download URL: the files must be under the data root or the
+    cache. Default model: the CPU-sized ``cnn`` with the same ``input_norm``; default ``k``: 100.
+    """
+    paths = resolve("cifar10-5k", CIFAR10_5K_SOURCE, root, False)
+    classes = paths[f"{CIFAR_DIR}/batches.meta.txt"].read_text(encoding="ascii").split()
+    if tuple(classes) != CIFAR10_CLASSES:
+        raise ValueError(f"cifar10-5k: batches.meta.txt lists {classes}, not the CIFAR-10 classes")
+    blobs = [paths[f"{CIFAR_DIR}/{f}"].read_bytes() for f in CIFAR_BATCHES]
+    return _cifar_dataset(
+        "cifar10-5k", blobs, "local folder cifar10-5k/", seed, val_fraction, "cnn"
     )
 
 

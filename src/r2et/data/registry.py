@@ -24,6 +24,7 @@ _LOADERS: dict[str, tuple[str, str]] = {
     "mnist": ("r2et.data.images", "load_mnist"),
     "mnist5k": ("r2et.data.images", "load_mnist5k"),
     "cifar10": ("r2et.data.images", "load_cifar10"),
+    "cifar10-5k": ("r2et.data.images", "load_cifar10_5k"),
     "digits": ("r2et.data.images", "load_digits"),
     "mutag": ("r2et.data.graphs", "load_mutag"),
 }

@@ -370,9 +370,15 @@ def load_csv(
     df.columns = [str(c).strip() for c in df.columns]
     if target not in df.columns:
         raise ValueError(f"target={target!r} is not a column; allowed: {list(df.columns)}")
+    if isinstance(drop, str):
+        raise ValueError(f"drop must be a list of column names, got the string {drop!r}")
     bad = [c for c in drop if c not in df.columns]
     if bad:
         raise ValueError(f"drop={bad} are not columns; allowed: {list(df.columns)}")
+    if target in drop:
+        raise ValueError(
+            f"drop={list(drop)} names the target column {target!r}; it cannot be dropped"
+        )
     df = df.drop(columns=list(drop))
     if df[target].isna().any():
         raise ValueError(f"target column {target!r} has {int(df[target].isna().sum())} missing")
@@ -384,6 +390,12 @@ def load_csv(
         if bad:
             raise ValueError(f"categorical={bad} are not feature columns: {list(feats.columns)}")
         feats[list(categorical)] = feats[list(categorical)].astype("string").astype(object)
+    numeric_cols = [c for c in feats.columns if pd.api.types.is_numeric_dtype(feats[c])]
+    inf_cols = [c for c in numeric_cols if np.isinf(feats[c].to_numpy(dtype=float)).any()]
+    if inf_cols:
+        raise ValueError(f"columns {inf_cols} hold +-Inf values; only finite numbers are allowed")
+    if pd.api.types.is_numeric_dtype(df[target]) and np.isinf(df[target].to_numpy(float)).any():
+        raise ValueError(f"target column {target!r} holds +-Inf values")
     nan_cols = [c for c in feats.columns if feats[c].isna().any()]
     if nan_cols and missing == "error":
         raise ValueError(
