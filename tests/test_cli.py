@@ -102,3 +102,22 @@ def test_listing_commands(capsys):
     listing = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listing][:3] == ["vanilla", "wd", "sp"]
     assert len(listing) == 12  # the 11 of the paper and r2et-cert
+
+
+def test_version_and_defaults_in_help(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip().startswith(f"r2et {version('r2et')} (Python ")
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    # defaults shown with and without help text, never "default: None"
+    assert "--epochs EPOCHS default: 10" in text and "--lr LR default: 0.001" in text
+    assert "(default: 0)" in text  # --seed, which has help text
+    assert "default: None" not in text and "default: False" not in text
+
+
+def test_package_is_typed():
+    from importlib.resources import files
+
+    assert files("r2et").joinpath("py.typed").is_file()

@@ -43,8 +43,37 @@ EXIT_CODES_HELP = (
 )
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default (``(default: 5)``), except where the default is
+    None or False or the help text already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2."""
+    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2, and
+    whose help shows the defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """As argparse's, but an option without help text still shows its default."""
+        if kwargs.get("help") is None and kwargs.get("default") not in (None, False):
+            kwargs["help"] = "default: %(default)s"
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())
@@ -507,6 +536,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("r2et")
+    except PackageNotFoundError:
+        from r2et import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``r2et`` command."""
     p = _Parser(
@@ -516,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"r2et {_version()} (Python {sys.version.split()[0]})",
+        help="print the version and exit",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train or fine-tune a model with one method")

@@ -26,6 +26,7 @@ when samples do not interact (eval mode, no batch statistics).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +41,7 @@ from r2et._checks import (
     check_model_input,
     check_positive,
 )
+from r2et._second_order import second_order
 
 METHODS = ("grad", "grad_x_input", "smoothgrad", "ig")
 OUTPUTS = ("logit", "prob", "loss")
@@ -394,10 +396,14 @@ class Explainer:
         ``target=None`` explains the model's predicted class (argmax of the logits at ``x``);
         an int explains that class for every row; an ``(N,)`` tensor gives one class per row.
         With ``create_graph=True`` the result is differentiable w.r.t. ``x`` and the model's
-        parameters. Tensor ``forward_kwargs`` whose first dimension is N are per-sample.
+        parameters, and the forward passes run inside :func:`r2et.models.second_order` (the
+        math attention kernel: fused attention kernels have no double backward). Tensor
+        ``forward_kwargs`` whose first dimension is N are per-sample.
         """
         check_batch("x", x)
-        with torch.enable_grad():
+        # a graph that will be differentiated again needs the math attention kernel
+        second = second_order() if create_graph else contextlib.nullcontext()
+        with torch.enable_grad(), second:
             if self.method in ("grad", "grad_x_input"):
                 g = self._gradient(model, x, target, create_graph, forward_kwargs)
                 return g if self.method == "grad" else x * g

@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +71,7 @@ from torch import nn
 from r2et._checks import check_batch, check_choice, check_k, check_labels
 from r2et.explain import Explainer
 from r2et.metrics import topk_mask
-from r2et.models import has_relu, relu_to_softplus
+from r2et.models import has_relu, relu_to_softplus, second_order
 
 NORMALIZATIONS = ("none", "mean", "l2")
 
@@ -230,8 +232,9 @@ def input_hessian(
 
     ``f_c`` is the explained output (``"logit"``, ``"prob"`` or ``"loss"`` = cross-entropy of
     ``target``). Computed with ``torch.func.vmap(hessian(...))`` over samples (forward-over-
-    reverse), differentiable w.r.t. the model's parameters. Per-sample tensor keywords (first
-    dimension N) are mapped with their sample.
+    reverse), differentiable w.r.t. the model's parameters, with attention on the math kernel
+    (:func:`r2et.models.second_order`). Per-sample tensor keywords (first dimension N) are
+    mapped with their sample.
     """
     from torch.func import hessian, vmap
 
@@ -244,8 +247,58 @@ def input_hessian(
         return _select_output(logits, ti.view(1), output).squeeze(0)
 
     flat = x.detach().flatten(1)
-    hess = vmap(hessian(f, argnums=0))(flat, target, *[forward_kwargs[k] for k in per])
+    with second_order():
+        hess = vmap(hessian(f, argnums=0))(flat, target, *[forward_kwargs[k] for k in per])
     return hess
+
+
+# ---------------------------------------------------------------------------- BatchNorm
+_BN_WARNED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def batch_statistics_layers(model: Any) -> list[str]:
+    """Names of the BatchNorm layers of ``model`` that normalise with the statistics of the
+    current batch: every ``nn.modules.batchnorm._BatchNorm`` (BatchNorm1d/2d/3d, SyncBatchNorm,
+    lazy variants) in train mode, and those without running statistics in any mode. Such a
+    layer couples the samples of a batch, so a per-sample saliency computed from one backward
+    pass over the batch also depends on the other samples. Empty for anything else."""
+    if not isinstance(model, nn.Module):
+        return []
+    return [
+        name or type(model).__name__
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (m.training or (m.running_mean is None and m.running_var is None))
+    ]
+
+
+def warn_batch_statistics(model: Any, method: str) -> bool:
+    """Warn (a ``UserWarning``, once per model object) when ``model`` has BatchNorm layers
+    that use batch statistics (:func:`batch_statistics_layers`) while ``method`` regularises
+    per-sample saliency. Returns True when it warned. The numerics are not changed; the
+    choices, named in the message, are: eval-mode statistics for the BatchNorm layers, GroupNorm
+    instead of BatchNorm, or accepting the coupling."""
+    if not isinstance(model, nn.Module) or model in _BN_WARNED:
+        return False
+    names = batch_statistics_layers(model)
+    if not names:
+        return False
+    _BN_WARNED.add(model)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    warnings.warn(
+        f"r2et: BatchNorm layers ({shown}) normalise with batch statistics, so the saliency "
+        f"that method {method!r} regularises is not per-sample: each sample's saliency depends "
+        "on the other samples of its batch. Choices: (1) eval-mode statistics: after "
+        "model.train(), model.apply(lambda m: m.eval() if isinstance(m, "
+        "torch.nn.modules.batchnorm._BatchNorm) else None) (in your own loop: r2et.fit calls "
+        "model.train() every epoch); (2) GroupNorm instead of BatchNorm (e.g. "
+        "build_model('resnet9', ..., norm='group')); (3) accept the coupling and silence this "
+        "warning with warnings.filterwarnings('ignore', message='r2et: BatchNorm'). "
+        "This warning is shown once per model.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 # ---------------------------------------------------------------------------- the table
@@ -449,7 +502,27 @@ class TrainingMethod:
         ``"logit"``/``"prob"``) or the labels (``"loss"``); the saliency of the step is computed
         once (with ``create_graph=True``) and reused for the top-k indices, the gap and the
         finite-difference Hessian term.
+
+        Methods with saliency terms run inside :func:`r2et.models.second_order` (the math
+        attention kernel: fused attention has no double backward), and warn once per model
+        when its BatchNorm layers normalise with batch statistics (see
+        :func:`warn_batch_statistics`); ``vanilla``, ``wd`` and ``sp`` are left as they are.
         """
+        if not self._terms:
+            return self._loss(model, x, y, forward_kwargs)
+        warn_batch_statistics(model, self.name)
+        with second_order():
+            return self._loss(model, x, y, forward_kwargs)
+
+    # ------------------------------------------------------------------ internals
+    def _loss(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        forward_kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`loss` without the context and the BatchNorm check."""
         check_batch("x", x)
         if isinstance(y, torch.Tensor) and y.dim() >= 1 and x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y must have the same batch size, got {len(x)} and {len(y)}")
@@ -506,7 +579,6 @@ class TrainingMethod:
             logs[name] = a * f + b
         return total, logs
 
-    # ------------------------------------------------------------------ internals
     def _weighted(self, ce: torch.Tensor, parts: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
         """``Σ w·R``; with ``adaptive`` each ``w`` becomes ``w · (CE + 1)/|R|`` (detached)."""
         total = None

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from r2et._checks import check_choice, check_positive
+from r2et._second_order import second_order as second_order  # public: r2et.models.second_order
 
 ACTIVATIONS = ("relu", "softplus")
 
