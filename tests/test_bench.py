@@ -302,3 +302,29 @@ def test_dataset_params_reach_the_method(tmp_path, toml_path):
     rows = run_bench(swept, tmp_path / "b", progress=False, report=False)
     hp = next(r for r in rows if r["method"] == "r2et-noh")["method_config"]["hyperparameters"]
     assert hp["lam"] == 0.05 and hp["normalize"] == "l2"
+
+
+def test_saliency_panel_has_a_row_per_method(tmp_path, toml_path):
+    """The image panel: one row per method with a saved model plus the input row, two
+    columns per input, a colour bar; None for a dataset without saved models."""
+    import matplotlib.image as mpimg
+
+    from r2et.bench.plots import plot_saliency_panel
+
+    cfg = load_config(
+        toml_path,
+        datasets=["digits"],
+        seeds=[0],
+        pretrain={"epochs": 1},
+        evaluate={"n": 3, "budgets": [], "thickness_samples": 1},
+    )
+    out = tmp_path / "run"
+    rows = run_bench(cfg, out, progress=False, report=False)
+    path = plot_saliency_panel(out, rows, cfg, "digits", tmp_path / "p.png", n_images=2)
+    vanilla = [r for r in rows if r["method"] == "vanilla"]
+    one = plot_saliency_panel(out, vanilla, cfg, "digits", tmp_path / "v.png", n_images=2)
+    assert path is not None and one is not None
+    both, single = mpimg.imread(path).shape, mpimg.imread(one).shape
+    assert both[0] > single[0] * 1.2  # a row more (3 rows against 2)
+    assert abs(both[1] - single[1]) < 0.1 * both[1]  # same columns
+    assert plot_saliency_panel(out, rows, cfg, "breast-cancer", tmp_path / "q.png") is None

@@ -12,6 +12,10 @@ checkpoints restore models without unpickling.
 
 Nonlinearities are ``nn.ReLU`` modules (never functional), so :func:`relu_to_softplus` can swap
 them; no model except ``resnet9(norm="batch")`` has batch statistics.
+
+For any ``nn.Module``: :func:`eval_mode` (attacks and evaluation), :func:`second_order` (the
+math attention kernel around every double backward; fused attention has none) and
+:func:`adapt_output` (a model returning a dict or tuple seen as one returning logits).
 """
 
 from __future__ import annotations
@@ -406,3 +410,47 @@ def eval_mode(model: Any) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+class OutputAdapter(nn.Module):
+    """A model whose output is not a logits tensor, seen as one that returns ``(N, C)`` logits.
+
+    ``output`` picks the logits out of what ``model`` returns: a callable
+    (``lambda out: out["logits"]``), a string (a mapping key, else an attribute: Hugging
+    Face's ``ModelOutput`` has both) or an int (a tuple/list position). Everything in r2et
+    (training, explainers, attacks, evaluation) calls the adapter like any model; the
+    parameters, train/eval mode and device are those of the wrapped ``model`` (a submodule,
+    so the adapter's ``state_dict`` keys start with ``model.``). Forward keywords pass through.
+    """
+
+    def __init__(self, model: nn.Module, output: Callable[[Any], torch.Tensor] | str | int) -> None:
+        super().__init__()
+        if not (callable(output) or isinstance(output, (str, int))) or isinstance(output, bool):
+            raise ValueError(
+                f"output must be a callable, a key (str) or a position (int), got {output!r}"
+            )
+        self.model = model
+        self.output = output
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.model(*args, **kwargs)
+        if callable(self.output):
+            return self.output(out)
+        if isinstance(self.output, int):
+            return out[self.output]
+        try:
+            return out[self.output]
+        except (KeyError, TypeError, IndexError):
+            if hasattr(out, self.output):
+                return getattr(out, self.output)
+            raise ValueError(
+                f"the model's output ({type(out).__name__}) has no key or attribute {self.output!r}"
+            ) from None
+
+
+def adapt_output(model: nn.Module, output: Callable[[Any], torch.Tensor] | str | int) -> nn.Module:
+    """``model`` as a module returning logits; see :class:`OutputAdapter`.
+
+    Example: ``fit(adapt_output(hf_like, "logits"), ...)``, ``adapt_output(net, 0)`` for a
+    model returning ``(logits, aux)``."""
+    return OutputAdapter(model, output)

@@ -225,75 +225,85 @@ def plot_training_cost(
 
 
 def plot_saliency_panel(
-    out: Path, rows: list[dict[str, Any]], cfg: Any, dataset: str, path: Path, n_images: int = 3
+    out: Path,
+    rows: list[dict[str, Any]],
+    cfg: Any,
+    dataset: str,
+    path: Path,
+    n_images: int = 3,
+    preset: str = "fast",
+    device: str | torch.device | None = None,
 ) -> Path | None:
-    """For an image dataset: inputs and their saliency maps before and after the ``fast``
-    ensemble attack, for vanilla and the R2ET model (selected settings, first seed), top-k
-    pixels outlined."""
+    """For an image dataset: the first ``n_images`` test inputs (top row) and, for every
+    method (one row each: its selected setting, first seed with a saved model, labelled with
+    the method and its test accuracy), the gradient saliency before and after the ``preset``
+    :class:`~r2et.EnsembleAttack` (a column pair per input), each map scaled to its own
+    maximum with one colour bar, the top-k pixels outlined and the attacked P@k above the
+    map. None when no model of ``dataset`` was saved."""
     from r2et.attacks import EnsembleAttack
     from r2et.bench.runner import _dataset_settings, _load
     from r2et.explain import Explainer
     from r2et.metrics import topk_mask
     from r2et.train import load_run
 
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     chosen = select(rows, cfg.max_acc_drop, cfg.min_deletion_ratio)
     models = []
-    for m in ("vanilla", *R2ET_FAMILY):
+    for m in _methods(rows, cfg.methods):
         sel = chosen.get((dataset, m))
-        if sel is None:
-            continue
-        r = min(sel["rows"], key=lambda r: r["seed"])
-        folder = out / "models" / r["key"]
-        if (folder / "model.safetensors").is_file():
-            models.append((m, load_run(folder).model.eval(), r))
-        if len(models) == 2:
-            break
-    if len(models) < 2:
+        for r in sorted(sel["rows"] if sel else [], key=lambda r: r["seed"]):
+            folder = out / "models" / r["key"]
+            if (folder / "model.safetensors").is_file():
+                models.append((m, load_run(folder, device=dev).model.eval(), r))
+                break
+    if not models:
         return None
     seed = models[0][2]["seed"]
     ds = _load(dataset, seed, cfg.to_dict())
     k, eps, _ = _dataset_settings(cfg.to_dict(), ds)
-    x = ds.test[0][:n_images]
-    h, w = x.shape[-2:]
+    x = ds.test[0][:n_images].to(dev)
+    n, (h, w) = len(x), x.shape[-2:]
+    bounds = ds.bounds if cfg.evaluate.get("box", True) else None
     ex = Explainer("grad")
     fig, axes = plt.subplots(
-        n_images,
-        1 + 2 * len(models),
-        figsize=(2.1 * (1 + 2 * len(models)), 2.1 * n_images),
+        1 + len(models),
+        2 * n,
+        figsize=(1.75 * 2 * n + 1.4, 1.85 * (1 + len(models))),
         squeeze=False,
+        layout="constrained",
     )
-    for row in range(n_images):
-        img = x[row].permute(1, 2, 0).squeeze(-1).numpy()
-        axes[row][0].imshow(img, cmap="gray" if img.ndim == 2 else None)
-        axes[row][0].set_title("input" if row == 0 else "")
-    for j, (name, model, _) in enumerate(models):
-        bounds = ds.bounds if cfg.evaluate.get("box", True) else None
-        res = EnsembleAttack(ex, k, eps, bounds=bounds, preset="fast", seed=seed)(model, x)
-        for col, (scores, label) in enumerate(
-            ((res.scores_clean, "clean"), (res.scores_adv, "attacked"))
-        ):
-            mask = topk_mask(scores, k)
-            for row in range(n_images):
-                ax = axes[row][1 + 2 * j + col]
-                ax.imshow(scores[row].view(h, w).numpy(), cmap="hot")
-                ys, xs = torch.nonzero(mask[row].view(h, w), as_tuple=True)
-                ax.scatter(
-                    xs.numpy(),
-                    ys.numpy(),
-                    s=6,
-                    facecolors="none",
-                    edgecolors="cyan",
-                    linewidths=0.6,
+    for i in range(n):
+        img = x[i].permute(1, 2, 0).squeeze(-1).cpu().numpy()
+        axes[0][2 * i].imshow(img, cmap="gray" if img.ndim == 2 else None)
+        axes[0][2 * i].set_title(f"test input {i}", fontsize=8)
+        axes[0][2 * i + 1].axis("off")
+    axes[0][0].set_ylabel("input", fontsize=9)
+    image = None
+    for row, (method, model, r) in enumerate(models, start=1):
+        res = EnsembleAttack(ex, k, eps, bounds=bounds, preset=preset, seed=seed)(model, x)
+        for i in range(n):
+            for c, scores in enumerate((res.scores_clean[i], res.scores_adv[i])):
+                ax = axes[row][2 * i + c]
+                s = scores.detach().view(h, w).cpu()
+                image = ax.imshow(
+                    (s / s.max().clamp_min(1e-12)).numpy(), cmap="magma", vmin=0, vmax=1
                 )
-                if row == 0:
-                    ax.set_title(f"{name}: {label}", fontsize=8)
-                if col == 1:
-                    ax.set_xlabel(f"P@{k}={res.p_at_k[row].item():.2f}", fontsize=8)
+                mask = topk_mask(scores[None], k)[0].view(h, w).float().cpu().numpy()
+                ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.7)
+                title = "clean" if c == 0 else f"attacked, P@{k}={res.p_at_k[i].item():.2f}"
+                ax.set_title(title, fontsize=7)
+        axes[row][0].set_ylabel(f"{method}\nacc {r.get('accuracy', float('nan')):.2f}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=axes[1:, :].ravel().tolist(), shrink=0.5, label="saliency / map max")
+    grey = eps * 255
+    budget = f"{round(grey)}/255" if abs(grey - round(grey)) < 1e-6 else f"{eps:g}"
     fig.suptitle(
-        f"{dataset}: saliency before/after the fast ensemble attack (eps={eps:g}, top-{k} circled)"
+        f"{dataset}: gradient saliency before/after the {preset} ensemble attack "
+        f"(l_inf eps={budget}, top-{k} outlined)",
+        fontsize=10,
     )
     return _save(fig, path)
 
