@@ -182,7 +182,7 @@ def test_bad_input():
         evaluate(model, ds, ex, batch_size=0)
     with pytest.raises(ValueError, match="n must be"):
         evaluate(model, ds, ex, n=0)
-    with pytest.raises(ValueError, match="ds"):
+    with pytest.raises(TypeError, match="ds must be an r2et Dataset, an"):
         evaluate(model, "adult", ex)
 
 

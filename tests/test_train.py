@@ -177,8 +177,11 @@ def test_fit_bad_arguments(kwargs, match):
 def test_fit_bad_method_and_data():
     with pytest.raises(ValueError, match="allowed"):
         fit(_model(), "nope", _synthetic(), progress=False)
-    with pytest.raises(ValueError, match="Dataset"):
-        fit(_model(), "vanilla", (torch.zeros(3, 10), torch.zeros(3)), progress=False)
+    with pytest.raises(TypeError, match="ds must be an r2et Dataset, an"):
+        fit(_model(), "vanilla", "adult", progress=False)
+    with pytest.raises(ValueError, match="NaN"):  # own data is checked like a loader's
+        bad = torch.full((30, 10), float("nan"))
+        fit(_model(), "vanilla", (bad, torch.arange(30) % 2), progress=False)
     with pytest.raises(ValueError, match="nn.Module"):
         fit(lambda x: x, "vanilla", _synthetic(), progress=False)
 

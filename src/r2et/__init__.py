@@ -7,7 +7,7 @@ and training methods that make the top-k explanation robust.
 
 from r2et.attacks import AttackResult, EnsembleAttack, ERAttack, MSEAttack, RandomSearchAttack
 from r2et.certify import CertificateResult, certified_radius
-from r2et.data import list_datasets, load_dataset
+from r2et.data import Dataset, from_tensors, list_datasets, load_dataset
 from r2et.explain import Explainer
 from r2et.methods import get_method, list_methods
 from r2et.metrics import (
@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AttackResult",
     "CertificateResult",
+    "Dataset",
     "ERAttack",
     "EnsembleAttack",
     "Explainer",
@@ -39,6 +40,7 @@ __all__ = [
     "deletion",
     "evaluate",
     "fit",
+    "from_tensors",
     "get_method",
     "list_datasets",
     "list_methods",

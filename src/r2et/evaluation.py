@@ -26,6 +26,7 @@ from r2et._checks import (
 )
 from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.base import slice_forward_kwargs
+from r2et.data.custom import as_dataset
 from r2et.explain import Explainer
 from r2et.metrics import deletion, locality, occlusion_agreement, thickness
 from r2et.models import eval_mode
@@ -121,6 +122,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Accuracy, explanation stability under attacks, thickness, faithfulness and locality
     of ``model``'s explanations on the first ``n`` rows (None: all) of ``ds``'s ``split``.
+    ``ds`` is an r2et :class:`~r2et.data.Dataset`, or the data to evaluate as an ``(x, y)``
+    pair, a ``TensorDataset`` or a ``DataLoader`` (then every split is that data, and the
+    default deletion baseline is its mean; :func:`r2et.data.as_dataset`).
 
     * ``accuracy``: on the **whole** split (``accuracy_evaluated``: on the first ``n`` rows).
     * For every attack (a mapping name → attack object such as
@@ -174,7 +178,7 @@ def evaluate(
     t_start = time.perf_counter()
     check_finite_model(model)
     if not (hasattr(ds, "subset") and hasattr(ds, "default_k")):
-        raise ValueError(f"ds must be an r2et Dataset, got {type(ds).__name__}")
+        ds = as_dataset(ds, "evaluate")
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
         raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
     k = ds.default_k if k is None else k

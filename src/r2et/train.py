@@ -25,6 +25,7 @@ from torch import nn
 
 from r2et._checks import check_choice, check_int, check_positive
 from r2et._io import atomic_write_bytes, read_json
+from r2et.data.custom import as_dataset
 from r2et.evaluation import evaluate
 from r2et.methods import TrainingMethod, get_method
 from r2et.models import build_model, relu_to_softplus
@@ -144,6 +145,11 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``ds``'s train split with ``method`` and return a :class:`TrainResult`.
 
+    ``ds`` is an r2et :class:`~r2et.data.Dataset`, or your own training data as an ``(x, y)``
+    pair, a ``TensorDataset`` or a ``DataLoader`` of ``(x, y)`` batches
+    (:func:`r2et.data.as_dataset`: a stratified 10% of it, seeded by ``seed``, becomes the
+    validation split; use :func:`r2et.data.from_tensors` to give your own val split).
+
     ``method`` is a :class:`~r2et.methods.TrainingMethod` or a name (then built with
     ``k=ds.default_k``). The model is first passed through ``method.prepare`` (``sp`` returns a
     Softplus copy; other methods train ``model`` in place), moved to ``device`` (None: CUDA
@@ -165,7 +171,7 @@ def fit(
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
     if not (hasattr(ds, "batches") and hasattr(ds, "default_k")):
-        raise ValueError(f"ds must be an r2et Dataset, got {type(ds).__name__}")
+        ds = as_dataset(ds, "train", seed=seed if isinstance(seed, int) else 0)
     if isinstance(method, str):
         method = get_method(method, k=ds.default_k)
     elif not isinstance(method, TrainingMethod):

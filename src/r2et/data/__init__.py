@@ -6,6 +6,14 @@ this package reads no file and touches no network.
 """
 
 from r2et.data.base import Dataset, slice_forward_kwargs
+from r2et.data.custom import as_dataset, from_tensors
 from r2et.data.registry import list_datasets, load_dataset
 
-__all__ = ["Dataset", "list_datasets", "load_dataset", "slice_forward_kwargs"]
+__all__ = [
+    "Dataset",
+    "as_dataset",
+    "from_tensors",
+    "list_datasets",
+    "load_dataset",
+    "slice_forward_kwargs",
+]

@@ -1,0 +1,185 @@
+"""Your own data as an r2et :class:`~r2et.data.base.Dataset`: tensors, a ``TensorDataset`` or a
+``DataLoader``.
+
+``from_tensors(train, val=None, test=None, ...)`` builds a Dataset from splits given as an
+``(x, y)`` pair, a ``torch.utils.data.TensorDataset`` or a ``DataLoader`` yielding ``(x, y)``
+batches (read once and concatenated: the data must fit in memory, as every r2et split does).
+A missing val split is carved from train (stratified, seeded); a missing test split is empty.
+``as_dataset(data)`` returns an r2et Dataset unchanged and converts anything else with
+``from_tensors``; :func:`r2et.fit` and :func:`r2et.evaluate` call it, so both accept a
+Dataset, an ``(x, y)`` pair, a TensorDataset or a DataLoader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from r2et.data._prep import carve_val
+from r2et.data.base import MODALITIES, Dataset
+
+Split = Any  # (x, y) | TensorDataset | DataLoader
+
+
+def _tensors(data: Split, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x float, y int64)`` of one split given as a pair, a TensorDataset or a DataLoader."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if isinstance(data, TensorDataset):
+        pair = data.tensors
+    elif isinstance(data, DataLoader):
+        xs, ys = [], []
+        for batch in data:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError(f"{what}: the DataLoader must yield (x, y) batches")
+            xs.append(torch.as_tensor(batch[0]))
+            ys.append(torch.as_tensor(batch[1]))
+        if not xs:
+            raise ValueError(f"{what}: the DataLoader yielded no batch")
+        pair = (torch.cat(xs), torch.cat(ys))
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        pair = (torch.as_tensor(data[0]), torch.as_tensor(data[1]))
+    else:
+        raise TypeError(
+            f"{what} must be an (x, y) pair, a TensorDataset or a DataLoader, "
+            f"got {type(data).__name__}"
+        )
+    if len(pair) < 2:
+        raise ValueError(f"{what}: a TensorDataset needs (x, y) tensors, got {len(pair)}")
+    x, y = pair[0], pair[1]
+    if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
+        raise ValueError(
+            f"{what}: x must be (N, ...) and y (N,) class labels, got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+    if x.is_floating_point() is False:
+        x = x.float()
+    if y.is_floating_point() or y.is_complex():
+        if not bool(torch.equal(y, y.round())):
+            raise ValueError(f"{what}: y must hold integer class labels")
+    y = y.long()
+    if len(y) and int(y.min()) < 0:
+        raise ValueError(f"{what}: class labels must be >= 0, got {int(y.min())}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what}: x has NaN or infinite values")
+    return x, y
+
+
+def _feature_names(shape: tuple[int, ...]) -> list[str]:
+    if len(shape) == 3:  # (C, H, W): ranked units are pixels
+        return [f"pixel_{r}_{c}" for r in range(shape[1]) for c in range(shape[2])]
+    if len(shape) == 1:
+        return [f"x{i}" for i in range(shape[0])]
+    return [f"f{i}" for i in range(int(np.prod(shape)))]
+
+
+def from_tensors(
+    train: Split,
+    val: Split | None = None,
+    test: Split | None = None,
+    *,
+    name: str = "custom",
+    n_classes: int | None = None,
+    feature_names: list[str] | None = None,
+    modality: str | None = None,
+    bounds: tuple[Any, Any] | None = None,
+    default_k: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """An r2et :class:`Dataset` from your own splits.
+
+    Each split is an ``(x, y)`` pair, a ``TensorDataset`` or a ``DataLoader`` of ``(x, y)``
+    batches; ``x`` is ``(N, *input_shape)`` (cast to float), ``y`` the ``(N,)`` integer labels.
+    Without ``val``, a stratified ``val_fraction`` of train (seeded by ``seed``) becomes the
+    validation split that :func:`r2et.fit` selects epochs on; without ``test`` the test split
+    is empty. ``n_classes`` defaults to the largest label + 1 (at least 2); ``modality`` to
+    ``"image"`` for ``(N, C, H, W)`` inputs and ``"tabular"`` otherwise; ``feature_names`` to
+    ``x0, x1, ...`` (tabular) or ``pixel_r_c`` (images: scores sum over channels);
+    ``default_k`` to min(8, F − 1) (tabular) or F/20 (images). ``bounds`` (the box attacks
+    clip to) is None unless given: bounds taken from the training data would put ordinary
+    test inputs outside the box. The default model is ``cnn`` for images of at least 8×8
+    pixels, else ``mlp``.
+    """
+    x_tr, y_tr = _tensors(train, "train")
+    if val is None:
+        t_idx, v_idx = carve_val(y_tr.numpy(), val_fraction, seed)
+        t_idx, v_idx = torch.as_tensor(t_idx), torch.as_tensor(v_idx)
+        (x_tr, y_tr), (x_va, y_va) = (x_tr[t_idx], y_tr[t_idx]), (x_tr[v_idx], y_tr[v_idx])
+    else:
+        x_va, y_va = _tensors(val, "val")
+    if test is None:
+        x_te, y_te = x_tr[:0], y_tr[:0]
+    else:
+        x_te, y_te = _tensors(test, "test")
+    shape = tuple(x_tr.shape[1:])
+    for what, x in (("val", x_va), ("test", x_te)):
+        if len(x) and tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{what} inputs are {tuple(x.shape[1:])}, train inputs {shape}")
+    top = int(max(int(y.max()) if len(y) else 0 for y in (y_tr, y_va, y_te)))
+    if n_classes is None:
+        n_classes = max(2, top + 1)
+    elif isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+    if top >= n_classes:
+        raise ValueError(f"label {top} is not below n_classes={n_classes}")
+    if modality is None:
+        modality = "image" if len(shape) == 3 else "tabular"
+    if modality not in MODALITIES:
+        raise ValueError(f"modality={modality!r} is not supported; allowed: {list(MODALITIES)}")
+    names = list(feature_names) if feature_names is not None else _feature_names(shape)
+    if feature_names is None and modality != "image" and len(shape) == 3:
+        names = _feature_names((int(np.prod(shape)),))
+    n_feat = len(names)
+    if n_feat < 2:
+        raise ValueError(f"the data must have at least 2 ranked features, got {n_feat}")
+    if default_k is None:
+        default_k = max(1, n_feat // 20) if modality == "image" else min(8, n_feat - 1)
+    if not 1 <= int(default_k) <= n_feat - 1:
+        raise ValueError(f"default_k must lie in 1..{n_feat - 1}, got {default_k}")
+    image_cnn = modality == "image" and min(shape[1:]) >= 8
+    return Dataset(
+        name=name,
+        modality=modality,
+        train=(x_tr, y_tr),
+        val=(x_va, y_va),
+        test=(x_te, y_te),
+        n_classes=n_classes,
+        feature_names=names,
+        default_k=int(default_k),
+        bounds=bounds,
+        default_model={"name": "cnn" if image_cnn else "mlp"},
+        info={
+            "source": "user tensors",
+            "seed": seed,
+            "val": "given" if val is not None else f"{val_fraction} of train (stratified)",
+        },
+    )
+
+
+def as_dataset(data: Any, role: str = "train", **kwargs: Any) -> Dataset:
+    """``data`` if it is an r2et Dataset, else a Dataset made of it by :func:`from_tensors`.
+
+    ``role="train"`` (what :func:`r2et.fit` uses): ``data`` is the training split and a
+    stratified part of it the validation split. ``role="evaluate"`` (what
+    :func:`r2et.evaluate` uses): ``data`` is every split, so the evaluated split is ``data``
+    itself and the default deletion baseline (the mean training input) is its mean.
+    ``kwargs`` go to :func:`from_tensors`.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if isinstance(data, Dataset):
+        return data
+    pair = isinstance(data, (tuple, list)) and len(data) == 2
+    if not (pair or isinstance(data, (TensorDataset, DataLoader))):
+        raise TypeError(
+            "ds must be an r2et Dataset, an (x, y) pair, a TensorDataset or a DataLoader, "
+            f"got {type(data).__name__}"
+        )
+    if role == "train":
+        return from_tensors(data, **kwargs)
+    if role == "evaluate":
+        return from_tensors(data, val=data, test=data, **kwargs)
+    raise ValueError(f"role={role!r} is not supported; allowed: ['train', 'evaluate']")
