@@ -77,21 +77,28 @@ NORMALIZATIONS = ("none", "mean", "l2")
 
 
 # ---------------------------------------------------------------------------- building blocks
-def normalize_scores(scores: torch.Tensor, normalize: str = "mean") -> torch.Tensor:
-    """Scale-free scores ``ŝ``: ``"mean"`` divides each row by its mean ``1/F Σ_j s_j``,
-    ``"l2"`` by its root-mean-square ``‖s‖₂/√F``, ``"none"`` returns ``s`` unchanged.
-
-    The normalisation is differentiated through, so a ranking term on ``ŝ`` cannot be improved
-    by scaling every score (e.g. by sharpening the logits); a row of zeros stays zero.
-    """
+def score_scale(scores: torch.Tensor, normalize: str = "mean") -> torch.Tensor:
+    """The ``(N, 1)`` scale that :func:`normalize_scores` divides by: each row's mean
+    ``1/F Σ_j s_j`` (``"mean"``), root-mean-square ``‖s‖₂/√F`` (``"l2"``) or 1 (``"none"``),
+    kept away from 0; differentiable."""
     check_choice("normalize", normalize, NORMALIZATIONS)
     if normalize == "none":
-        return scores
+        return scores.new_ones(scores.shape[0], 1)
     if normalize == "mean":
         denom = scores.mean(1, keepdim=True)
     else:
         denom = scores.pow(2).mean(1, keepdim=True).sqrt()
-    return scores / denom.clamp_min(torch.finfo(scores.dtype).tiny ** 0.5)
+    return denom.clamp_min(torch.finfo(scores.dtype).tiny ** 0.5)
+
+
+def normalize_scores(scores: torch.Tensor, normalize: str = "mean") -> torch.Tensor:
+    """Scale-free scores ``ŝ = s / scale(s)`` (:func:`score_scale`): ``"mean"`` divides each
+    row by its mean, ``"l2"`` by its root-mean-square, ``"none"`` returns ``s`` unchanged.
+
+    The normalisation is differentiated through, so a ranking term on ``ŝ`` cannot be improved
+    by scaling every score (e.g. by sharpening the logits); a row of zeros stays zero.
+    """
+    return scores if normalize == "none" else scores / score_scale(scores, normalize)
 
 
 def ranking_gap(
@@ -663,11 +670,7 @@ class TrainingMethod:
         k = check_k(self.k, scores.shape[1])
         w = topk_mask(scores.detach(), k).to(sl.dtype)
         gap = (sl * w).sum(1) / k - (su * (1 - w)).sum(1) / (scores.shape[1] - k)
-        if hp["normalize"] == "mean":
-            gap = gap / scores.mean(1).clamp_min(1e-12)
-        elif hp["normalize"] == "l2":
-            gap = gap / scores.pow(2).mean(1).sqrt().clamp_min(1e-12)
-        gap = gap.mean()
+        gap = (gap / score_scale(scores, hp["normalize"]).squeeze(1)).mean()
         total = ce + self._weighted(ce, [(-hp["lam"], gap)])
         return total, _logs(logits, y, ce=ce, cert_gap=gap)
 

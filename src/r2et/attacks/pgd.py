@@ -68,7 +68,7 @@ from r2et.attacks._common import (
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
 from r2et.metrics import topk_mask
-from r2et.models import eval_mode, has_relu, relu_to_softplus, second_order
+from r2et.models import eval_mode, has_relu, relu_to_softplus
 
 DEFAULT_SURROGATE_BETA = 10.0
 SCHEDULES = ("fixed", "apgd")
@@ -316,7 +316,8 @@ class ExplanationPGD:
         bool tensor) leaves those rows unattacked (returned at x with P@k 1) while every random
         draw stays the same as without it (the ensemble skips inputs already at P@k 0). The
         model runs in eval mode and its previous mode is restored; attention runs on the math
-        kernel (:func:`r2et.models.second_order`). Random starts are drawn for
+        kernel where the saliency is differentiated (the explainer enters
+        :func:`r2et.models.second_order` for ``create_graph=True``). Random starts are drawn for
         the whole batch from ``seed`` (restart-major), so with ``random_start`` a row's start
         depends on its position in the batch; without it the attack is deterministic per row.
         ``start`` (shape of ``x``, inside the feasible set) moves the starts: the first restart
@@ -326,8 +327,7 @@ class ExplanationPGD:
         check_batch("x", x)
         x = x.detach()
         box = as_bounds(self.bounds, x)
-        # every step differentiates the saliency: the math attention kernel (second_order)
-        with eval_mode(model), second_order():
+        with eval_mode(model):
             beta = self.resolve_beta(model)
             grad_model = model
             if beta is not None:

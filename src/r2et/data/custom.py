@@ -54,7 +54,7 @@ def _tensors(data: Split, what: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{what}: x must be (N, ...) and y (N,) class labels, got {tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
-    if x.is_floating_point() is False:
+    if not x.is_floating_point():
         x = x.float()
     if y.is_floating_point() or y.is_complex():
         if not bool(torch.equal(y, y.round())):
@@ -67,12 +67,12 @@ def _tensors(data: Split, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _feature_names(shape: tuple[int, ...]) -> list[str]:
-    if len(shape) == 3:  # (C, H, W): ranked units are pixels
+def _feature_names(shape: tuple[int, ...], modality: str) -> list[str]:
+    """Images ``(C, H, W)`` rank pixels (``pixel_r_c``, scores summed over channels); other
+    data rank every entry of the flattened input (``x0, x1, ...``)."""
+    if modality == "image" and len(shape) == 3:
         return [f"pixel_{r}_{c}" for r in range(shape[1]) for c in range(shape[2])]
-    if len(shape) == 1:
-        return [f"x{i}" for i in range(shape[0])]
-    return [f"f{i}" for i in range(int(np.prod(shape)))]
+    return [f"x{i}" for i in range(int(np.prod(shape)))]
 
 
 def from_tensors(
@@ -129,9 +129,7 @@ def from_tensors(
         modality = "image" if len(shape) == 3 else "tabular"
     if modality not in MODALITIES:
         raise ValueError(f"modality={modality!r} is not supported; allowed: {list(MODALITIES)}")
-    names = list(feature_names) if feature_names is not None else _feature_names(shape)
-    if feature_names is None and modality != "image" and len(shape) == 3:
-        names = _feature_names((int(np.prod(shape)),))
+    names = list(feature_names) if feature_names is not None else _feature_names(shape, modality)
     n_feat = len(names)
     if n_feat < 2:
         raise ValueError(f"the data must have at least 2 ranked features, got {n_feat}")

@@ -47,13 +47,19 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 digest of the file at ``path``, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Hex digest (``hashlib`` ``algorithm``) of the file at ``path``, read in 1 MiB chunks.
+    ``"md5"`` is used only where the canonical source publishes nothing stronger."""
+    h = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 digest of the file at ``path`` (:func:`file_digest`)."""
+    return file_digest(path, "sha256")
 
 
 def _accepted(sha256: str | Sequence[str] | None) -> tuple[str, ...]:

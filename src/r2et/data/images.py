@@ -11,7 +11,6 @@ split is carved from train, stratified by ``seed``.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import tarfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from r2et.data._prep import carve_val, three_way_split, to_tensors
 from r2et.data.base import Dataset
-from r2et.data.download import Source, cache_dir, data_root, resolve
+from r2et.data.download import Source, cache_dir, data_root, file_digest, resolve
 
 PathLike = str | os.PathLike[str]
 
@@ -260,14 +259,6 @@ def read_cifar_binary(data: bytes, name: str = "CIFAR-10 batch") -> tuple[np.nda
     return rec[:, 1:].reshape(-1, 3, 32, 32), y
 
 
-def _md5_ok(path: Path, md5: str) -> bool:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest() == md5
-
-
 def _cifar10_full_batches(root: PathLike | None, download: bool) -> tuple[list[bytes], str]:
     """The six batch files of the full CIFAR-10 binary set, and where they came from: an
     extracted ``cifar10/cifar-10-batches-bin/`` folder under the data root or the cache (each
@@ -277,7 +268,7 @@ def _cifar10_full_batches(root: PathLike | None, download: bool) -> tuple[list[b
         folder = top / "cifar10" / CIFAR_DIR
         if all((folder / f).is_file() for f in CIFAR_BATCHES):
             for f in CIFAR_BATCHES:
-                if not _md5_ok(folder / f, CIFAR10_BATCH_MD5[f]):
+                if file_digest(folder / f, "md5") != CIFAR10_BATCH_MD5[f]:
                     raise ValueError(
                         f"checksum mismatch for data file {str(folder / f)!r}: it is not the "
                         f"official CIFAR-10 {f} (corrupt or modified); replace the folder by "
