@@ -19,8 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from r2et.attacks import EnsembleAttack
-from r2et.bench.config import BenchConfig
-from r2et.bench.runner import _dataset_settings, _load
+from r2et.bench.config import BenchConfig, dataset_settings, load_bench_dataset
 from r2et.evaluation import evaluate
 from r2et.explain import Explainer
 from r2et.train import load_run
@@ -62,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods is not None and cell["method"] not in args.methods.split(","):
             continue
         model = load_run(folder).model.eval()
-        ds = _load(cell["dataset"], cell["seed"], cfg.to_dict())
-        _, eps, _ = _dataset_settings(cfg.to_dict(), ds)
+        ds = load_bench_dataset(cell["dataset"], cell["seed"], cfg.to_dict())
+        _, eps, _ = dataset_settings(cfg.to_dict(), ds)
         bounds = ds.bounds if cfg.evaluate.get("box", True) else None
         atk = EnsembleAttack(ex, args.k, eps, bounds=bounds, preset=preset, seed=cell["seed"])
         m = evaluate(model, ds, ex, k=args.k, attacks={"ensemble": atk}, n=n, seed=cell["seed"])

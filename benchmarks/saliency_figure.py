@@ -2,13 +2,14 @@
 
     python benchmarks/saliency_figure.py bench-out/cifar10 --out docs/results/cifar10_saliency.png
 
-A command-line front end to :func:`r2et.bench.plots.plot_saliency_panel` with the attack the
-table reports: for each method of the run folder's ``config.json``, the fine-tuned model of
-the selected setting (the bench's selection rule, first seed with a saved model) is attacked
-on the first ``--n-images`` test inputs with the run's ensemble preset (``standard`` unless
-``--preset``), inside the data box, at the dataset's eps and k; the figure shows the clean and
-attacked gradient saliency per method and input, the top-k pixels outlined. (The bench's own
-``plots/saliency_<dataset>.png`` uses the cheaper ``fast`` preset.)
+A command-line front end to :func:`r2et.bench.panels.build_saliency_panel` and
+:func:`r2et.bench.plots.plot_saliency_panel` with the attack the table reports: for each
+method of the run folder's ``config.json``, the fine-tuned model of the selected setting (the
+bench's selection rule, first seed with a saved model) is attacked on the first
+``--n-images`` test inputs with the run's ensemble preset (``standard`` unless ``--preset``),
+inside the data box, at the dataset's eps and k; the figure shows the clean and attacked
+gradient saliency per method and input, the top-k pixels outlined. (The bench's own
+``plots/saliency_<dataset>.png`` uses the cheaper ``fast`` preset, stored in ``panels/``.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from r2et.bench.config import BenchConfig
+from r2et.bench.panels import build_saliency_panel
 from r2et.bench.plots import plot_saliency_panel
 from r2et.bench.store import ResultStore
 
@@ -40,13 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     preset = args.preset or cfg.evaluate.get("preset", "standard")
     rows = ResultStore(args.run).rows()
-    path = plot_saliency_panel(
-        args.run, rows, cfg, dataset, args.out, args.n_images, preset, device
-    )
-    if path is None:
+    panel = build_saliency_panel(args.run, rows, cfg, dataset, args.n_images, preset, device)
+    if panel is None:
         print(f"no saved models for {dataset} in {args.run}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    print(f"wrote {plot_saliency_panel(panel, args.out)}")
     return 0
 
 

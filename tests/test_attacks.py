@@ -374,3 +374,28 @@ def test_erattack_strength_on_adult(adult_model):
     assert p_er < p_rnd - 0.08, (p_er, p_rnd)
     assert p_er < p_mse - 0.05, (p_er, p_mse)
     assert p_er < 0.7
+
+
+def test_attack_registry_builds_every_attack_with_its_options():
+    from r2et.attacks import (
+        EnsembleAttack,
+        ERAttack,
+        RandomSearchAttack,
+        create_attack,
+        list_attacks,
+    )
+
+    assert list_attacks()[:3] == ["ensemble", "erattack", "mse"] and "search" in list_attacks()
+    ex = Explainer("grad")
+    opts = {"bounds": (0.0, 1.0), "seed": 3, "steps": 7, "preset": "fast", "norm": "linf"}
+    ens = create_attack("ensemble", ex, 2, 0.1, **opts)
+    assert isinstance(ens, EnsembleAttack) and ens.bounds == (0.0, 1.0)
+    er = create_attack("erattack", ex, 2, 0.1, **opts)
+    assert isinstance(er, ERAttack) and er.steps == 7 and er.seed == 3
+    rs = create_attack("search", ex, 2, 0.1, steps=9)
+    assert isinstance(rs, RandomSearchAttack) and rs.steps == 9
+    assert create_attack("mse", ex, 2, 0.1, steps=None).steps == 100  # None: the default
+    with pytest.raises(ValueError, match="unknown attack option"):
+        create_attack("mse", ex, 2, 0.1, stepz=3)
+    with pytest.raises(ValueError, match="not a known attack"):
+        create_attack("fgsm", ex, 2, 0.1)

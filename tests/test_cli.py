@@ -112,7 +112,10 @@ def test_version_and_defaults_in_help(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     # defaults shown with and without help text, never "default: None"
-    assert "--epochs EPOCHS default: 10" in text and "--lr LR default: 0.001" in text
+    assert (
+        "--batch-size BATCH_SIZE default: the dataset's (128" in text
+        and "--lr LR default: 0.001" in text
+    )
     assert "(default: 0)" in text  # --seed, which has help text
     assert "default: None" not in text and "default: False" not in text
 

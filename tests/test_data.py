@@ -33,6 +33,8 @@ from r2et.data._prep import stratified_split, three_way_split
 
 EXPECTED = [
     "adult",
+    "ba-2motifs",
+    "ba-2motifs-edges",
     "bank",
     "breast-cancer",
     "cifar10",

@@ -542,3 +542,152 @@ def test_at_trains_at_the_attack_point():
     clean_ce = float(F.cross_entropy(model(x), y))
     assert torch.isfinite(loss) and logs["ce"] != pytest.approx(clean_ce)
     assert model.training is False  # the attack restores the caller's mode
+
+
+# ------------------------------------------------------------------------------ the registry
+def test_a_new_method_is_one_registration():
+    """A recipe made of existing terms: registered in the test, trained one step, removed."""
+    from r2et.methods import MethodRow, RankingGap, registered_method
+
+    row = MethodRow(
+        "CE + lam * (-RMS-normalised top-k gap)",
+        terms=(RankingGap(),),
+        defaults={"normalize": "l2"},
+        weight_name="lam",
+    )
+    model, x, y = make_mlp(), _x((8, 10)), _labels(8)
+    with registered_method("gap-only-l2", row):
+        assert list_methods() == [*DESIGN_ORDER, "gap-only-l2"]
+        method = get_method("gap-only-l2", k=3, lam=0.5)
+        assert method.hyperparameters == {"normalize": "l2", "lam": 0.5, "adaptive": False}
+        assert method.weight_name == "lam" and method.explainer.output == "logit"
+        assert method_from_config(json.loads(json.dumps(method.config()))).config() == (
+            method.config()
+        )
+        with pytest.raises(ValueError, match="pass k"):
+            get_method("gap-only-l2")
+        loss, logs = method.loss(model, x, y)
+        s = Explainer("grad").scores(model, x, create_graph=True)  # independent: the explainer
+        gap = topk_gap_of(s, 3, normalize="l2").mean()
+        assert logs["gap"] == pytest.approx(float(gap), rel=1e-9)
+        ref = F.cross_entropy(model(x), y) - 0.5 * gap
+        torch.testing.assert_close(loss.detach(), ref.detach())
+        params = list(model.parameters())
+        for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref, params)):
+            torch.testing.assert_close(a, b)
+        # one training step of r2et.fit's loop
+        before = [p.detach().clone() for p in params]
+        opt = torch.optim.SGD(params, lr=0.1, **method.optimizer_kwargs)
+        opt.zero_grad()
+        method.loss(model, x, y)[0].backward(inputs=params)
+        opt.step()
+        assert any(not torch.equal(p, q) for p, q in zip(params, before))
+    assert list_methods() == DESIGN_ORDER
+    with pytest.raises(ValueError, match="allowed"):
+        get_method("gap-only-l2", k=3)
+
+
+def test_a_new_kind_of_term_needs_no_central_code():
+    """A new Term subclass with its own hyperparameter, registered and unregistered here."""
+    from dataclasses import dataclass
+
+    from r2et.methods import MethodRow, Term, register_method, unregister_method
+
+    @dataclass(frozen=True)
+    class SaliencyNorm(Term):
+        """R = mean_n ‖g(x_n)‖₂² (log ``sal``, weight ``gamma``)."""
+
+        name = "sal"
+        weight_key = "gamma"
+        uses_saliency = True
+        second_order = True
+
+        def defaults(self):
+            return {"gamma": 0.1}
+
+        def value(self, step):
+            return step.attribution.flatten(1).pow(2).sum(1).mean()
+
+    row = MethodRow("CE + gamma * squared saliency norm", (SaliencyNorm(),), {}, "gamma")
+    register_method("sal-norm", row)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_method("sal-norm", row)
+        with pytest.raises(ValueError, match="gamma"):
+            get_method("sal-norm", gamma=-1.0)
+        model, x, y = make_mlp(), _x((6, 10)), _labels(6)
+        for adaptive in (False, True):
+            method = get_method("sal-norm", gamma=0.3, adaptive=adaptive)
+            loss, logs = method.loss(model, x, y)
+            g = Explainer("grad").attribute(model, x, create_graph=True)
+            term = g.pow(2).sum(1).mean()
+            ce = F.cross_entropy(model(x), y)
+            w = 0.3 * (ce.detach() + 1) / term.detach() if adaptive else 0.3
+            ref = ce + w * term
+            assert logs["sal"] == pytest.approx(float(term), rel=1e-9)
+            torch.testing.assert_close(loss.detach(), ref.detach())
+            params = list(model.parameters())
+            for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref, params)):
+                torch.testing.assert_close(a, b)
+    finally:
+        assert unregister_method("sal-norm") is row
+    assert "sal-norm" not in list_methods()
+
+
+def test_bad_registrations_are_refused():
+    from r2et.methods import (
+        FiniteDifferenceHessian,
+        MethodRow,
+        RankingGap,
+        WeightDecay,
+        register_method,
+    )
+
+    cases = [
+        ("r2et", MethodRow("again", (RankingGap(),)), "already registered"),
+        ("", MethodRow("no name"), "non-empty"),
+        ("x1", MethodRow("typo", (RankingGap(),), {"lamb": 1.0}), "no term reads"),
+        ("x2", MethodRow("two gaps", (RankingGap(), RankingGap(boundary=True))), "one name"),
+        ("x3", MethodRow("weight", (WeightDecay(),), {}, "lam"), "weight_name"),
+        ("x4", MethodRow("bad default", (FiniteDifferenceHessian(),), {"h": 0.0}), "h"),
+        ("x5", MethodRow("not a term", ("gap",)), "Term"),  # type: ignore[arg-type]
+        ("x6", MethodRow("output", (), {}, None, "score"), "output"),
+    ]
+    for name, row, match in cases:
+        with pytest.raises(ValueError, match=match):
+            register_method(name, row)
+    assert list_methods() == DESIGN_ORDER
+
+
+def test_rows_name_their_terms():
+    """Each built-in recipe is data: the terms it names and the defaults they bring."""
+    from r2et.methods import (
+        AdversarialPoint,
+        CertifiedGap,
+        CEWeight,
+        ExactHessian,
+        FiniteDifferenceHessian,
+        RankingGap,
+        SmoothedGeometry,
+        SoftplusActivations,
+        WeightDecay,
+    )
+
+    expected = {
+        "vanilla": (),
+        "wd": (WeightDecay,),
+        "sp": (SoftplusActivations,),
+        "est-h": (FiniteDifferenceHessian,),
+        "exact-h": (ExactHessian,),
+        "ssr": (CEWeight, SmoothedGeometry),
+        "at": (AdversarialPoint, RankingGap),
+        "r2et": (RankingGap, FiniteDifferenceHessian),
+        "r2et-mm": (RankingGap, FiniteDifferenceHessian),
+        "r2et-noh": (RankingGap,),
+        "r2et-mm-noh": (RankingGap,),
+        "r2et-cert": (CertifiedGap,),
+    }
+    for name, kinds in expected.items():
+        terms = get_method(name, k=8).terms
+        assert tuple(type(t) for t in terms) == kinds, name
+    assert get_method("r2et-mm", k=8).terms[0] == RankingGap(boundary=True)

@@ -52,7 +52,7 @@ def _graph_batch(n: int = 4, nodes: int = 9, d: int = 5, seed: int = 0):
 
 
 def test_list_models() -> None:
-    assert list_models() == ["cnn", "gcn", "mlp", "resnet9"]
+    assert list_models() == ["cnn", "edge-gnn", "gcn", "gin", "mlp", "resnet9"]
 
 
 @pytest.mark.parametrize(

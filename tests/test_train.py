@@ -303,8 +303,12 @@ def test_mismatched_architecture_is_refused(tmp_path):
     same = _model(seed=5)
     load_model_into(same, tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters()))
-    with pytest.raises(ValueError, match="r2et_spec"):
-        save_run(tmp_path / "x", nn.Linear(3, 2), {}, {})
+    # a module not built by build_model: a weights-only run, loaded into a given instance
+    save_run(tmp_path / "x", nn.Linear(3, 2), {}, {})
+    with pytest.raises(ValueError, match="stores only the weights of a torch.nn"):
+        load_run(tmp_path / "x")
+    with pytest.raises(ValueError, match="does not match the model's architecture"):
+        load_run(tmp_path / "x", model=nn.Linear(4, 2))
 
 
 def test_evaluate_is_re_exported():

@@ -33,7 +33,19 @@ from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_OS, EXIT_INTERNAL, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
-EXPLAINERS = ["grad", "grad_x_input", "smoothgrad", "ig"]
+
+
+def _attacks() -> list[str]:
+    from r2et.attacks import list_attacks
+
+    return list_attacks()
+
+
+def _explainers() -> list[str]:
+    from r2et.explain import list_explainers
+
+    return list_explainers()
+
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 1 bench finished with failed cells; 2 bad input (usage, value, "
@@ -154,13 +166,52 @@ def _num(v: float | None) -> str:
 
 def _dataset_name(config: dict[str, Any]) -> tuple[str, int]:
     ds = config.get("dataset")
-    name = ds.get("name") if isinstance(ds, dict) else ds
+    name = (ds.get("loader") or ds.get("name")) if isinstance(ds, dict) else ds
     if not name or not isinstance(name, str):
         raise ValueError("the run's config.json names no dataset")
     seed = config.get("data_seed", config.get("seed", 0))
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"the run's config.json has a bad data seed {seed!r}")
     return name, seed
+
+
+def _data_params(args: argparse.Namespace) -> dict[str, Any]:
+    """``--path``, ``--target`` and ``--data-param KEY=VALUE``: keywords of ``load_dataset``
+    (``csv``: ``path``, ``target``, ``sep``, ``drop``, ``missing``...). A path is made
+    absolute, so a run records where its data came from."""
+    params = _params(getattr(args, "data_param", None), "--data-param")
+    for key in ("path", "target"):
+        value = getattr(args, key, None)
+        if value is not None:
+            if key in params:
+                raise ValueError(f"give {key} once: --{key} or --data-param {key}=..., not both")
+            params[key] = value
+    if isinstance(params.get("path"), str):
+        params["path"] = str(Path(params["path"]).expanduser().absolute())
+    return params
+
+
+def _run_dataset(config: dict[str, Any], args: argparse.Namespace) -> tuple[str, Any]:
+    """The dataset a run was trained on (name, seed and loader keywords from its config;
+    ``--path``/``--target``/``--data-param`` override the keywords)."""
+    from r2et.data import load_dataset
+
+    name, seed = _dataset_name(config)
+    params = config.get("data_params", {})
+    if not isinstance(params, dict):
+        raise ValueError(f"the run's config.json has bad data_params {params!r}")
+    return name, load_dataset(name, seed=seed, **{**params, **_data_params(args)})
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--path", type=_text_arg, default=None, help="data file (dataset csv)")
+    parser.add_argument("--target", default=None, help="label column (dataset csv)")
+    parser.add_argument(
+        "--data-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any load_dataset keyword (repeatable), e.g. --data-param missing=impute",
+    )
 
 
 def _check_device(flag: str, device: str | None) -> Any:
@@ -223,7 +274,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from r2et.train import fit, load_run, save_run
 
     _probe_writable("--out", Path(args.out), "folder")
-    device = _check_device("--device", args.device)
+    from r2et._checks import check_device
+
+    device = check_device("--device", args.device)  # None: CUDA when available
     params = _params(args.param)
     model_params = _params(args.model_param, "--model-param")
     for key in ("name", "input_shape", "n_classes"):
@@ -238,7 +291,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         k = params.pop("k")
         if isinstance(k, bool) or not isinstance(k, int):
             raise ValueError(f"--param k must be an int, got {k!r}")
-    ds = load_dataset(args.dataset, seed=args.seed)
+    data_params = _data_params(args)
+    ds = load_dataset(args.dataset, seed=args.seed, **data_params)
     k = _check_k("--k" if args.k is not None else "k", k if k is not None else ds.default_k, ds)
     if args.weight is not None:
         wname = get_method(args.method, k=k).weight_name
@@ -247,13 +301,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         params[wname] = args.weight
     method = get_method(args.method, k=k, **params)
     if args.pretrained:
-        run = load_run(args.pretrained)
+        run = load_run(args.pretrained, trust_factory=args.trust_factory)
         model = run.model
-        if tuple(run.config["model"]["input_shape"]) != tuple(ds.input_shape):
+        shape = run.config["model"].get("input_shape")
+        if shape is not None and tuple(shape) != tuple(ds.input_shape):
             raise ValueError(
-                f"--pretrained {args.pretrained} expects inputs of shape "
-                f"{run.config['model']['input_shape']}, dataset {args.dataset} has "
-                f"{list(ds.input_shape)}"
+                f"--pretrained {args.pretrained} expects inputs of shape {shape}, dataset "
+                f"{args.dataset} has {list(ds.input_shape)}"
             )
     else:
         spec = dict(ds.default_model)
@@ -284,6 +338,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = {
         "dataset": ds.summary(),
         "data_seed": args.seed,
+        "data_params": data_params,
         "pretrained": args.pretrained,
         **res.config,
     }
@@ -306,9 +361,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Attack a saved run's explanations and print accuracy, P@k, faithfulness, locality and
     thickness."""
     from r2et._io import atomic_write_json
-    from r2et.attacks import EnsembleAttack, ERAttack, MSEAttack
-    from r2et.bench.config import DEFAULT_EPS
-    from r2et.data import load_dataset
+    from r2et.attacks import create_attack
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
     from r2et.train import load_run
@@ -317,10 +370,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not Path(args.run).is_dir():
         raise FileNotFoundError(f"run folder {args.run} does not exist")
     _probe_writable("the run folder", Path(args.run), "folder")
-    run = load_run(args.run)
-    name, seed = _dataset_name(run.config)
-    ds = load_dataset(name, seed=seed)
-    eps = args.eps if args.eps is not None else DEFAULT_EPS[ds.modality]
+    run = load_run(args.run, trust_factory=args.trust_factory)
+    name, ds = _run_dataset(run.config, args)
+    eps = args.eps if args.eps is not None else ds.default_eps
     groups = None
     if args.groups:
         if ds.groups is None:
@@ -329,18 +381,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ex = Explainer(args.explainer, groups=groups)
     k = _check_k("--k", args.k if args.k is not None else ds.default_k, ds, ex)
     bounds = None if args.no_box else ds.bounds
-    chosen = args.attack or ["ensemble"]
-    attacks: dict[str, Any] = {}
-    for a in chosen:
-        if a == "ensemble":
-            attacks[a] = EnsembleAttack(
-                ex, k, eps, norm=args.norm, bounds=bounds, preset=args.preset, seed=args.seed
-            )
-        else:
-            kind = {"erattack": ERAttack, "mse": MSEAttack}[a]
-            attacks[a] = kind(
-                ex, k, eps, steps=args.steps, norm=args.norm, bounds=bounds, seed=args.seed
-            )
+    options = {"norm": args.norm, "bounds": bounds, "seed": args.seed}
+    options.update(steps=args.steps, preset=args.preset)
+    attacks = {a: create_attack(a, ex, k, eps, **options) for a in args.attack or ["ensemble"]}
     model = run.model
     if device is not None:
         model = model.to(device)
@@ -407,6 +450,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "evaluate": None if args.n is None else {"n": args.n},
     }
     cfg = load_config(args.config, **overrides)
+    data_params = _data_params(args)
+    if data_params:
+        for name in cfg.datasets:
+            opts = cfg.datasets_options.setdefault(name, {})
+            opts["load"] = {**opts.get("load", {}), **data_params}
+        cfg.validate()
     if args.weights is not None:
         from r2et.methods import get_method
 
@@ -447,16 +496,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """Save a PNG of one input and its saliency with the top-k features highlighted."""
     from r2et._checks import check_finite_model
-    from r2et.data import load_dataset
     from r2et.explain import Explainer
     from r2et.plotting import plot_explanation
     from r2et.train import load_run
 
     _probe_writable("--out", Path(args.out), "file")
-    run = load_run(args.run)
+    run = load_run(args.run, trust_factory=args.trust_factory)
     check_finite_model(run.model, name=f"the model of {args.run}")
-    name, seed = _dataset_name(run.config)
-    ds = load_dataset(name, seed=seed)
+    name, ds = _run_dataset(run.config, args)
     x, y, kw = ds.split(args.split)
     if not 0 <= args.index < len(x):
         raise ValueError(f"--index must lie in 0..{len(x) - 1} for the {args.split} split")
@@ -558,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress (the 'r2et' logger) on stderr"
+    )
+    p.add_argument(
         "--version",
         action="version",
         version=f"r2et {_version()} (Python {sys.version.split()[0]})",
@@ -576,9 +626,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="any method hyperparameter (repeatable), e.g. --param mu=0.1",
     )
-    t.add_argument("--epochs", type=_NONNEG_INT, default=10)
+    t.add_argument(
+        "--epochs", type=_NONNEG_INT, default=None, help="default: the dataset's (10; small csv 50)"
+    )
     t.add_argument("--lr", type=_POS_FLOAT, default=1e-3)
-    t.add_argument("--batch-size", type=_POS_INT, default=128)
+    t.add_argument(
+        "--batch-size",
+        type=_POS_INT,
+        default=None,
+        help="default: the dataset's (128; small csv 32)",
+    )
     t.add_argument("--seed", type=_SEED, default=0, help="seed of data split, init and shuffling")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     t.add_argument(
@@ -598,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune this run's model",
     )
     t.add_argument("--out", type=_text_arg, required=True, help="run folder to write")
+    _add_data_args(t)
+    t.add_argument(
+        "--trust-factory", action="store_true", help="let --pretrained call a factory function"
+    )
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -606,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--attack",
         action="append",
-        choices=["ensemble", "erattack", "mse"],
+        choices=_attacks(),
         help="attack to run (repeatable; default: ensemble, the lowest P@k over a portfolio)",
     )
     e.add_argument(
@@ -631,15 +692,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=_POS_INT, default=None)
     e.add_argument("--n", type=_POS_INT, default=500, help="first n inputs of the split")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--explainer", default="grad", choices=EXPLAINERS)
+    e.add_argument("--explainer", default="grad", choices=_explainers())
     e.add_argument("--thickness-radius", type=_POS_FLOAT, default=None)
     e.add_argument("--seed", type=_SEED, default=0)
     e.add_argument("--device", default=None)
     e.add_argument("--no-progress", action="store_true")
+    _add_data_args(e)
+    e.add_argument(
+        "--trust-factory", action="store_true", help="let the run's model factory function run"
+    )
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="run a benchmark grid (no arguments: the small default)")
-    b.add_argument("config", nargs="?", default=None, help="TOML file with the grid")
+    b.add_argument(
+        "config", nargs="?", default=None, help="TOML file with the grid, or a shipped one: paper"
+    )
     b.add_argument("--datasets", help="comma-separated dataset names")
     b.add_argument("--methods", help="comma-separated method names (must include vanilla)")
     b.add_argument("--seeds", help="comma-separated seeds")
@@ -655,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--threads", type=_THREADS, default=None, help="torch threads per cell")
     b.add_argument("--no-progress", action="store_true")
+    _add_data_args(b)
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("explain", help="save a PNG of an input's saliency, top-k highlighted")
@@ -662,8 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--index", type=_NONNEG_INT, default=0, help="row of the split to explain")
     x.add_argument("--split", default="test", choices=["train", "val", "test"])
     x.add_argument("--k", type=_POS_INT, default=None)
-    x.add_argument("--explainer", default="grad", choices=EXPLAINERS)
+    x.add_argument("--explainer", default="grad", choices=_explainers())
     x.add_argument("--out", type=_text_arg, default="saliency.png")
+    _add_data_args(x)
+    x.add_argument(
+        "--trust-factory", action="store_true", help="let the run's model factory function run"
+    )
     x.set_defaults(func=cmd_explain)
 
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
@@ -708,6 +780,19 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _log_to_stderr() -> None:
+    """INFO records of the ``r2et`` logger on stderr, one ``r2et: message`` line each."""
+    import logging
+
+    log = logging.getLogger("r2et")
+    if not any(getattr(h, "r2et_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("r2et: %(message)s"))
+        handler.r2et_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``r2et`` console script; returns the exit code (see the module
     docstring: 0 ok, 1 failed cells, 2 bad input, 3 system error, 4 internal error, 5 folder
@@ -720,6 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("r2et: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     debug = bool(getattr(args, "debug", False))
+    if getattr(args, "verbose", False):
+        _log_to_stderr()
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)

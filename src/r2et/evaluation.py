@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.base import slice_forward_kwargs
 from r2et.data.custom import as_dataset
 from r2et.explain import Explainer
-from r2et.metrics import deletion, locality, occlusion_agreement, thickness
+from r2et.metrics import deletion, ground_truth_precision, locality, occlusion_agreement, thickness
 from r2et.models import eval_mode
 
 __all__ = ["evaluate"]
@@ -68,13 +69,19 @@ def _mean_std(v: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std(correction=0))
 
 
-BASELINES = ("train-mean", "zero")
+BASELINES = ("auto", "train-mean", "zero")
 
 
 def _baseline(ds: Any, baseline: Any, dev: torch.device) -> torch.Tensor:
-    """The replacement value of deleted or occluded units, on ``dev``."""
+    """The replacement value of deleted or occluded units, on ``dev``; ``"auto"``: the
+    dataset's ``deletion_baseline`` when it has one, else the mean training input."""
     if isinstance(baseline, str):
         check_choice("baseline", baseline, BASELINES)
+        if baseline == "auto":
+            own = getattr(ds, "deletion_baseline", None)
+            if own is None:
+                return ds.train_mean.to(dev)
+            return torch.as_tensor(own, dtype=ds.train_mean.dtype, device=dev)
         if baseline == "zero":
             return torch.zeros((), device=dev)
         return ds.train_mean.to(dev)
@@ -91,11 +98,16 @@ def _occlusion_patch(x: torch.Tensor, patch: int | str | None) -> int | None:
 
 
 def _valid_units(ex: Explainer, xb: torch.Tensor, kwb: dict[str, Any]) -> torch.Tensor | None:
-    """Graphs: the real (unpadded) nodes of each row, from the ``mask`` keyword."""
+    """Graphs: the real (unpadded) nodes of each row, from the ``mask`` keyword, or the real
+    edges of an edge view ``(N, E)``, from the ``edge_mask`` keyword."""
     mask = kwb.get("mask")
     if xb.dim() == 3 and ex.groups is None and isinstance(mask, torch.Tensor):
         if mask.shape == xb.shape[:2]:
             return mask.bool()
+    edge_mask = kwb.get("edge_mask")
+    if xb.dim() == 2 and ex.groups is None and isinstance(edge_mask, torch.Tensor):
+        if edge_mask.shape == xb.shape:
+            return edge_mask.bool()
     return None
 
 
@@ -112,7 +124,7 @@ def evaluate(
     thickness_samples: int = 8,
     thickness_steps: int = 8,
     faithfulness: bool = True,
-    baseline: Any = "train-mean",
+    baseline: Any = "auto",
     n_random: int = 8,
     occlusion_patch: int | str | None = "auto",
     batch_size: int = 256,
@@ -143,11 +155,17 @@ def evaluate(
     * ``faithfulness`` (with ``faithfulness=True``): ``deletion_gain`` = mean over inputs of
       the fall of the explained class's probability when the top-k units are replaced by the
       ``baseline`` (``"train-mean"``: the mean training input; ``"zero"``; or a tensor) minus the
-      fall for k random units (``n_random`` draws), with the raw falls ``deletion_drop_topk``
+      fall for k random units (``n_random`` draws; ``"auto"``, the default: the dataset's
+      ``deletion_baseline`` when it sets one, e.g. 0 for graphs' edge and node weights, else
+      ``"train-mean"``), with the raw falls ``deletion_drop_topk``
       and ``deletion_drop_random`` (:func:`~r2et.metrics.deletion`); ``occlusion_agreement`` =
       mean P@k between the explainer's top-k and single-unit occlusion's
       (:func:`~r2et.metrics.occlusion_agreement`; images: ``occlusion_patch`` squares,
       ``"auto"``: 4×4 above 256 pixels).
+    * ``ground_truth_precision`` (when ``ds`` has a ground-truth explanation,
+      ``ds.ground_truth``): mean over the evaluated inputs of ``|topk(s(x)) ∩ G| / min(k, |G|)``
+      (:func:`~r2et.metrics.ground_truth_precision`; G: e.g. the motif's nodes or edges), and
+      per attack ``ground_truth_precision_adv``, the same for the attacked explanation.
     * ``locality``: ``distinct_topk_sets`` (how many different top-k sets the evaluated inputs
       have) and ``global_topk_p_at_k`` (mean P@k of each input's top-k with the global top-k;
       :func:`~r2et.metrics.locality`).
@@ -167,12 +185,14 @@ def evaluate(
     the same k.
 
     Returns a JSON-ready dict: ``{"n", "k", "split", "accuracy", "accuracy_evaluated",
-    "n_split", "thickness": {"radius", "mean", "std"}, "faithfulness": {"deletion_gain",
+    "n_split", ["ground_truth_precision"], "thickness": {"radius", "mean", "std"},
+    "faithfulness": {"deletion_gain",
     "deletion_drop_topk", "deletion_drop_random", "occlusion_agreement", "baseline",
     "occlusion_patch", "n_random"}, "locality": {"distinct_topk_sets", "global_topk_p_at_k"},
     "attacks": {name: {"eps", "steps", "norm", "box", "p_at_k_mean", "p_at_k_std",
     "kendall_mean", "spearman_mean", "cosine_mean", "flipped_rate", "thickness_adv_mean",
-    "seconds", ["preset", "found_by"]}}, "seconds"}`` (thickness keys only with
+    ["ground_truth_precision_adv"], "seconds", ["preset", "found_by"]}}, "seconds"}``
+    (ground-truth keys only with ``ds.ground_truth``, thickness keys only with
     ``thickness_radius``, faithfulness only with ``faithfulness``).
     """
     t_start = time.perf_counter()
@@ -182,6 +202,38 @@ def evaluate(
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
         raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
     k = ds.default_k if k is None else k
+    _check_options(k, n, batch_size, seed, thickness_samples, thickness_steps, n_random,
+                   faithfulness, thickness_radius)  # fmt: skip
+    attacks = _check_attacks(attacks, k)
+    x, y, kw = ds.subset(split, n)
+    if int(x.shape[0]) == 0:
+        raise ValueError(f"split={split!r} of the dataset is empty")
+    truth_of = getattr(ds, "ground_truth_of", None)
+    run = _Run(
+        model=model, ex=ex, k=k, rows=(x, y, kw), dev=_device_of(model),
+        use_labels=getattr(ex, "output", None) == "loss", batch_size=batch_size,
+        progress=progress, seed=seed, radius=thickness_radius, t_samples=thickness_samples,
+        t_steps=thickness_steps, n_random=n_random,
+        base=_baseline(ds, baseline, _device_of(model)) if faithfulness else None,
+        patch=_occlusion_patch(x, occlusion_patch),
+        truth=truth_of(split, int(x.shape[0])) if truth_of is not None else None,
+    )  # fmt: skip
+    with eval_mode(model):
+        out: dict[str, Any] = {"n": int(x.shape[0]), "k": k, "split": split}
+        out.update(_accuracy(model, run.batches("accuracy", ds.split(split))))
+        out.update(run.clean(faithfulness, baseline))
+        out["attacks"] = {name: run.attack(atk, name) for name, atk in attacks.items()}
+        if certify:
+            out["certified"] = _certify(model, ex, k, certify, run.batches, run.use_labels, seed)
+    out["seconds"] = time.perf_counter() - t_start
+    return out
+
+
+def _check_options(
+    k: Any, n: Any, batch_size: Any, seed: Any, thickness_samples: Any, thickness_steps: Any,
+    n_random: Any, faithfulness: Any, thickness_radius: Any,
+) -> None:  # fmt: skip
+    """:func:`evaluate`'s numeric options, each checked with one clear error."""
     check_int("k", k, 1)
     check_int("n", n, 1, allow_none=True)
     check_int("batch_size", batch_size, 1)
@@ -192,6 +244,10 @@ def evaluate(
     check_choice("faithfulness", faithfulness, (True, False))
     if thickness_radius is not None:
         check_positive("thickness_radius", thickness_radius)
+
+
+def _check_attacks(attacks: Any, k: int) -> Mapping[str, Any]:
+    """``attacks`` as a mapping name → callable attack built with ``k``."""
     attacks = {} if attacks is None else attacks
     if not isinstance(attacks, Mapping):
         raise ValueError(
@@ -203,117 +259,135 @@ def evaluate(
         atk_k = getattr(atk, "k", k)
         if atk_k != k:
             raise ValueError(f"attack {name!r} was built with k={atk_k}, but evaluate uses k={k}")
+    return attacks
 
-    x, y, kw = ds.subset(split, n)
-    n_rows = int(x.shape[0])
-    if n_rows == 0:
-        raise ValueError(f"split={split!r} of the dataset is empty")
-    dev = _device_of(model)
-    use_labels = getattr(ex, "output", None) == "loss"
-    base = _baseline(ds, baseline, dev) if faithfulness else None
-    patch = _occlusion_patch(x, occlusion_patch)
+
+@dataclass
+class _Run:
+    """One :func:`evaluate` call: the evaluated rows and the settings every stage shares."""
+
+    model: Any
+    ex: Any
+    k: int
+    rows: tuple[torch.Tensor, torch.Tensor, dict[str, Any]]
+    dev: torch.device
+    use_labels: bool
+    batch_size: int
+    progress: bool
+    seed: int
+    radius: float | None
+    t_samples: int
+    t_steps: int
+    n_random: int
+    base: Any
+    patch: int | None
+    truth: torch.Tensor | None
 
     def batches(
-        desc: str, rows: tuple[torch.Tensor, torch.Tensor, dict[str, Any]] = (x, y, kw)
+        self, desc: str, rows: tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-        it = _chunks(*rows, batch_size, dev)
-        if progress:
+        """Chunks of ``batch_size`` rows (the evaluated ones by default) on the model's
+        device, with a progress bar when asked."""
+        rows = self.rows if rows is None else rows
+        it = _chunks(*rows, self.batch_size, self.dev)
+        if self.progress:
             from tqdm.auto import tqdm
 
-            total = -(-int(rows[0].shape[0]) // batch_size)
+            total = -(-int(rows[0].shape[0]) // self.batch_size)
             it = tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False)
         return it
 
-    def path_thickness(
-        xb: torch.Tensor, yb: torch.Tensor, kwb: dict[str, Any], **kw: Any
+    def thickness(
+        self, xb: torch.Tensor, yb: torch.Tensor, kwb: dict[str, Any], **kw: Any
     ) -> torch.Tensor:
         """Θ of one batch: random points of the ball, or the given ``x_prime``."""
-        target = yb if use_labels else None
+        target = yb if self.use_labels else None
         return thickness(
-            model,
-            xb,
-            ex,
-            k,
-            radius=thickness_radius,
-            target=target,
-            n_steps=thickness_steps,
-            **kw,
-            **kwb,
-        ).detach()
+            self.model, xb, self.ex, self.k, radius=self.radius, target=target,
+            n_steps=self.t_steps, **kw, **kwb,
+        ).detach()  # fmt: skip
 
-    with eval_mode(model):
-        out: dict[str, Any] = {"n": n_rows, "k": k, "split": split}
-        out.update(_accuracy(model, batches("accuracy", ds.split(split))))
+    def clean(self, faithfulness: bool, baseline: Any) -> dict[str, Any]:
+        """Everything measured on the clean inputs: accuracy on them, thickness,
+        faithfulness, ground-truth precision and locality."""
+        model, ex, k = self.model, self.ex, self.k
         thick: list[torch.Tensor] = []
         clean: list[torch.Tensor] = []
         faith: dict[str, list[torch.Tensor]] = {}
-        for i, (xb, yb, kwb) in enumerate(batches("clean")):
-            target = ex.resolve_target(model, xb, yb if use_labels else None, **kwb)
+        for i, (xb, yb, kwb) in enumerate(self.batches("clean")):
+            target = ex.resolve_target(model, xb, yb if self.use_labels else None, **kwb)
             if i == 0:
-                check_k(
-                    k, ex.scores(model, xb[:1], target[:1], **_row_kwargs(kwb, len(xb))).shape[1]
-                )
+                one = ex.scores(model, xb[:1], target[:1], **_row_kwargs(kwb, len(xb)))
+                check_k(k, one.shape[1])
             sb = ex.scores(model, xb, target, **kwb).detach()
             clean.append(sb)
-            if thickness_radius is not None:
+            if self.radius is not None:
                 thick.append(
-                    path_thickness(xb, yb, kwb, n_samples=thickness_samples, seed=seed + i)
+                    self.thickness(xb, yb, kwb, n_samples=self.t_samples, seed=self.seed + i)
                 )
             if faithfulness:
-                for key, v in _faithfulness(
-                    model, xb, ex, k, base, target, sb, n_random, seed + i, patch, kwb
-                ).items():
+                parts = _faithfulness(
+                    model, xb, ex, k, self.base, target, sb, self.n_random, self.seed + i,
+                    self.patch, kwb,
+                )  # fmt: skip
+                for key, v in parts.items():
                     faith.setdefault(key, []).append(v)
-        out["accuracy_evaluated"] = _accuracy(model, batches("acc", (x, y, kw)))["accuracy"]
-        if thickness_radius is not None:
+        out: dict[str, Any] = {
+            "accuracy_evaluated": _accuracy(model, self.batches("acc"))["accuracy"]
+        }
+        if self.radius is not None:
             mean, std = _mean_std(torch.cat(thick))
-            out["thickness"] = {"radius": float(thickness_radius), "mean": mean, "std": std}
+            out["thickness"] = {"radius": float(self.radius), "mean": mean, "std": std}
         if faithfulness:
             out["faithfulness"] = {
                 **{key: _mean_std(torch.cat(v))[0] for key, v in faith.items()},
                 "baseline": baseline if isinstance(baseline, str) else "custom",
-                "occlusion_patch": patch,
-                "n_random": n_random,
+                "occlusion_patch": self.patch,
+                "n_random": self.n_random,
             }
+        if self.truth is not None:
+            gtp = ground_truth_precision(torch.cat(clean), self.truth, k)
+            out["ground_truth_precision"] = float(gtp.double().nanmean())
         loc = locality(torch.cat(clean), k)
         out["locality"] = {
             "distinct_topk_sets": loc["distinct_topk_sets"],
             "global_topk_p_at_k": _mean_std(loc["global_topk_p_at_k"])[0],
         }
+        return out
 
-        out["attacks"] = {}
-        for name, atk in attacks.items():
-            results: list[AttackResult] = []
-            thick_adv: list[torch.Tensor] = []
-            seconds = 0.0
-            for xb, yb, kwb in batches(name):
-                _sync(dev)
-                t0 = time.perf_counter()
-                res = atk(model, xb, yb if use_labels else None, **kwb)
-                _sync(dev)
-                seconds += time.perf_counter() - t0
-                results.append(res)
-                if thickness_radius is not None:
-                    thick_adv.append(path_thickness(xb, yb, kwb, x_prime=res.x_adv))
-            summary = summarize_metrics(_per_sample(results, k))
-            entry: dict[str, Any] = {
-                "eps": _plain(getattr(atk, "eps", None)),
-                "steps": _plain(getattr(atk, "steps", None)),
-                "norm": getattr(atk, "norm", None),
-                "box": getattr(atk, "bounds", None) is not None,
-                **summary,
-            }
-            if thickness_radius is not None:
-                entry["thickness_adv_mean"] = _mean_std(torch.cat(thick_adv))[0]
-            entry["seconds"] = seconds
-            if results[0].member_names is not None:
-                entry["preset"] = getattr(atk, "preset", None)
-                entry["found_by"] = AttackResult.cat(results).found_by()
-            out["attacks"][name] = entry
-        if certify:
-            out["certified"] = _certify(model, ex, k, certify, batches, use_labels, seed)
-    out["seconds"] = time.perf_counter() - t_start
-    return out
+    def attack(self, atk: Any, name: str) -> dict[str, Any]:
+        """One attack over the evaluated rows: P@k and rank statistics, thickness at the
+        attacked points, ground-truth precision under attack, seconds, members."""
+        results: list[AttackResult] = []
+        thick_adv: list[torch.Tensor] = []
+        seconds = 0.0
+        for xb, yb, kwb in self.batches(name):
+            _sync(self.dev)
+            t0 = time.perf_counter()
+            res = atk(self.model, xb, yb if self.use_labels else None, **kwb)
+            _sync(self.dev)
+            seconds += time.perf_counter() - t0
+            results.append(res)
+            if self.radius is not None:
+                thick_adv.append(self.thickness(xb, yb, kwb, x_prime=res.x_adv))
+        entry: dict[str, Any] = {
+            "eps": _plain(getattr(atk, "eps", None)),
+            "steps": _plain(getattr(atk, "steps", None)),
+            "norm": getattr(atk, "norm", None),
+            "box": getattr(atk, "bounds", None) is not None,
+            **summarize_metrics(_per_sample(results, self.k)),
+        }
+        if self.radius is not None:
+            entry["thickness_adv_mean"] = _mean_std(torch.cat(thick_adv))[0]
+        if self.truth is not None:
+            adv = torch.cat([r.scores_adv.detach() for r in results])
+            gtp = ground_truth_precision(adv, self.truth.to(adv.device), self.k)
+            entry["ground_truth_precision_adv"] = float(gtp.double().nanmean())
+        entry["seconds"] = seconds
+        if results[0].member_names is not None:
+            entry["preset"] = getattr(atk, "preset", None)
+            entry["found_by"] = AttackResult.cat(results).found_by()
+        return entry
 
 
 def _certify(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,25 +41,13 @@ from r2et._checks import (
     check_model_input,
     check_positive,
 )
+from r2et._registry import Registry
 from r2et._second_order import second_order
+from r2et.fastpath import saliency as explicit_saliency
 
-METHODS = ("grad", "grad_x_input", "smoothgrad", "ig")
 OUTPUTS = ("logit", "prob", "loss")
 REDUCTIONS = ("auto", "channel", "last", None)
 IG_RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
-
-_METHOD_KWARGS: dict[str, dict[str, Any]] = {
-    "grad": {},
-    "grad_x_input": {},
-    "smoothgrad": {
-        "n_samples": 25,
-        "sigma": 0.15,
-        "sigma_mode": "relative",
-        "seed": None,
-        "internal_batch_size": None,
-    },
-    "ig": {"n_steps": 32, "baseline": 0.0, "rule": "gausslegendre", "internal_batch_size": None},
-}
 
 
 def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,12 +232,232 @@ def repeat_forward_kwargs(kwargs: dict[str, Any], n: int, reps: int) -> dict[str
     return out
 
 
+def check_second_order(ex: Any, user: str, instead: str) -> None:
+    """Refuse, with one ``ValueError`` line, an explainer that cannot be differentiated twice.
+
+    ``user`` (an attack or a training method) differentiates the explanation itself, e.g.
+    ``∂L(s(x'))/∂x'`` for an attack loss ``L``: that needs an attribution built with
+    ``create_graph=True``. An explainer declares this with ``supports_second_order = True``
+    (r2et's :class:`Explainer` does); anything else (a Captum attribution through
+    :class:`r2et.interop.CaptumExplainer`, an explainer that does not declare it) is refused
+    instead of silently yielding zero or first-order gradients. The message says why
+    (``ex.first_order_reason`` when the explainer gives one) and what to use ``instead``.
+    """
+    if getattr(ex, "supports_second_order", False) is True:
+        return
+    name = getattr(ex, "method", None) or type(ex).__name__
+    reason = getattr(ex, "first_order_reason", None) or (
+        "it does not declare supports_second_order = True (set it on an explainer whose "
+        "attribute(..., create_graph=True) is differentiable)"
+    )
+    raise ValueError(
+        f"{user} differentiates the explanation (a second-order gradient), but explainer "
+        f"{name!r} is first-order: {reason}; {instead}"
+    )
+
+
 def _chunks(reps: int, n: int, internal_batch_size: int | None) -> Iterator[tuple[int, int]]:
     """Split ``reps`` copies of an ``n``-row batch into chunks of at most ``internal_batch_size``
     rows (at least one whole copy each)."""
     per = reps if internal_batch_size is None else max(1, int(internal_batch_size) // n)
     for start in range(0, reps, per):
         yield start, min(reps, start + per)
+
+
+#: ``grad(points, create_graph)``: the engine's ``∂f_c/∂points`` for ``points`` made of whole
+#: copies of the explained batch stacked copy-major (``(R·N, ...)``; targets and per-sample
+#: forward keywords follow their rows). Every rule computes its attribution through it.
+GradientFn = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+class AttributionRule:
+    """An attribution method, registered by name (``Explainer(name, **kwargs)`` builds it).
+
+    A rule only says *where* to take the gradient of the explained output and how to combine
+    the gradients; the :class:`Explainer` owns the one gradient computation (forward, target,
+    output, second-order context, fast path), so every rule is batched, works with forward
+    keywords and with ``create_graph`` alike. Subclass it, set ``name`` and ``defaults`` (the
+    keyword arguments it takes), validate in :meth:`validate` and register it with
+    :func:`register_explainer` to add an explainer.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: True when the explained class must be fixed at ``x`` before gradients are taken at
+    #: other points (noisy copies, path points); plain gradients resolve it in their forward.
+    fixes_target: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown keyword(s) {unknown} for method={self.name!r}; "
+                f"allowed: {sorted(self.defaults)}"
+            )
+        self.kwargs: dict[str, Any] = {**self.defaults, **kwargs}
+        self.validate()
+
+    def validate(self) -> None:
+        """Check ``self.kwargs`` (``ValueError`` naming the bad one)."""
+
+    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        """The attribution ``a(x)``, shaped like ``x``."""
+        raise NotImplementedError
+
+
+EXPLAINERS: Registry[type[AttributionRule]] = Registry("explainer")
+
+
+def register_explainer(rule: type[AttributionRule]) -> type[AttributionRule]:
+    """Register an :class:`AttributionRule` subclass under its ``name`` (a class decorator)."""
+    if not (isinstance(rule, type) and issubclass(rule, AttributionRule)) or not rule.name:
+        raise ValueError(
+            f"register_explainer needs an AttributionRule subclass with a name, got {rule!r}"
+        )
+    EXPLAINERS.register(rule.name, rule)
+    return rule
+
+
+def list_explainers() -> list[str]:
+    """Names accepted by ``Explainer(method=...)``, in registration order."""
+    return EXPLAINERS.names()
+
+
+def _check_ibs(ibs: Any) -> None:
+    if ibs is not None and (isinstance(ibs, bool) or not isinstance(ibs, int) or ibs < 1):
+        raise ValueError(f"internal_batch_size must be None or an int >= 1, got {ibs!r}")
+
+
+def _weighted_sum(
+    grad: GradientFn, points: Callable[[int, int], torch.Tensor], weights: torch.Tensor,
+    x: torch.Tensor, ibs: int | None, create_graph: bool,
+    rule: Callable[[GradientFn, torch.Tensor, bool], torch.Tensor] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``Σ_r w_r a_r`` over ``len(weights)`` stacked copies of the batch, in chunks of whole
+    copies of at most ``ibs`` rows; ``points(lo, hi)`` builds copies ``lo..hi-1`` and ``a_r``
+    is ``grad`` there (or ``rule(grad, points, create_graph)``: a wrapped attribution)."""
+    n, reps = x.shape[0], len(weights)
+    total = torch.zeros_like(x)
+    for lo, hi in _chunks(reps, n, ibs):
+        pts = points(lo, hi)
+        a = grad(pts, create_graph) if rule is None else rule(grad, pts, create_graph)
+        w = weights[lo:hi].to(dtype=x.dtype, device=x.device).view(-1, *([1] * x.dim()))
+        total = total + (w * a.view(hi - lo, *x.shape)).sum(0)
+    return total
+
+
+@register_explainer
+class Gradient(AttributionRule):
+    """Gradient saliency (Simonyan et al., 2014): ``a(x) = ∂f_c(x)/∂x``."""
+
+    name = "grad"
+
+    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        return grad(x, create_graph)
+
+
+@register_explainer
+class GradientXInput(AttributionRule):
+    """Gradient × input (Shrikumar et al., 2016): ``a(x) = x ⊙ ∂f_c(x)/∂x``."""
+
+    name = "grad_x_input"
+
+    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        return x * grad(x, create_graph)
+
+
+@register_explainer
+class IntegratedGradients(AttributionRule):
+    """Integrated Gradients (Sundararajan et al., 2017):
+    ``a(x) = (x − b) ⊙ Σ_m w_m ∂f_c(b + α_m (x − b))/∂x`` with the nodes and weights of
+    :func:`quadrature` (``n_steps``, ``rule``) and baseline ``b`` (``baseline``: a number or a
+    tensor broadcastable to x); ``internal_batch_size`` rows per forward pass."""
+
+    name = "ig"
+    defaults: ClassVar[dict[str, Any]] = {
+        "n_steps": 32, "baseline": 0.0, "rule": "gausslegendre", "internal_batch_size": None,
+    }  # fmt: skip
+    fixes_target = True
+
+    def validate(self) -> None:
+        quadrature(self.kwargs["n_steps"], self.kwargs["rule"])  # validates both
+        _check_ig_baseline(self.kwargs["baseline"])
+        _check_ibs(self.kwargs["internal_batch_size"])
+
+    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        alphas, weights = quadrature(self.kwargs["n_steps"], self.kwargs["rule"])
+        base = torch.as_tensor(self.kwargs["baseline"], dtype=x.dtype, device=x.device)
+        try:
+            ok = torch.broadcast_shapes(base.shape, x.shape) == x.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"ig baseline of shape {tuple(base.shape)} does not broadcast to the inputs' "
+                f"shape {tuple(x.shape)}; pass a scalar or a tensor of shape {tuple(x.shape[1:])}"
+            )
+        base = base.expand_as(x)
+        delta = x - base
+        a = alphas.to(dtype=x.dtype, device=x.device)
+
+        def points(lo: int, hi: int) -> torch.Tensor:
+            al = a[lo:hi].view(-1, *([1] * x.dim()))
+            return (base.unsqueeze(0) + al * delta.unsqueeze(0)).reshape(-1, *x.shape[1:])
+
+        ibs = self.kwargs["internal_batch_size"]
+        return delta * _weighted_sum(grad, points, weights, x, ibs, create_graph)
+
+
+@register_explainer
+class SmoothGrad(AttributionRule):
+    """SmoothGrad (Smilkov et al., 2017) around any registered rule (``base``, default
+    ``"grad"``, with ``base_kwargs``), as Captum's ``NoiseTunnel``:
+    ``a(x) = (1/S) Σ_s base(x + ε_s)``, ``ε_s ~ N(0, σ²)``, ``S = n_samples``; ``sigma_mode
+    "relative"``: σ is ``sigma`` times each input's value range max − min (treated as a
+    constant under differentiation), ``"absolute"``: σ = ``sigma``; ``seed`` (None: the global
+    RNG); ``internal_batch_size`` rows per forward pass."""
+
+    name = "smoothgrad"
+    defaults: ClassVar[dict[str, Any]] = {
+        "n_samples": 25, "sigma": 0.15, "sigma_mode": "relative", "seed": None,
+        "internal_batch_size": None, "base": "grad", "base_kwargs": {},
+    }  # fmt: skip
+    fixes_target = True
+
+    def validate(self) -> None:
+        n = self.kwargs["n_samples"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n!r}")
+        check_positive("sigma", self.kwargs["sigma"], allow_zero=True)
+        check_choice("sigma_mode", self.kwargs["sigma_mode"], ("relative", "absolute"))
+        _check_ibs(self.kwargs["internal_batch_size"])
+        base, base_kwargs = self.kwargs["base"], self.kwargs["base_kwargs"]
+        if base == self.name or base not in EXPLAINERS:
+            allowed = [b for b in list_explainers() if b != self.name]
+            raise ValueError(f"smoothgrad base={base!r} is not supported; allowed: {allowed}")
+        if not isinstance(base_kwargs, dict):
+            raise ValueError(f"smoothgrad base_kwargs must be a dict, got {base_kwargs!r}")
+        self.base = EXPLAINERS.get(base)(**base_kwargs)
+
+    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        s, sigma = self.kwargs["n_samples"], float(self.kwargs["sigma"])
+        if self.kwargs["sigma_mode"] == "relative":
+            flat = x.detach().flatten(1)
+            rng = (flat.max(1).values - flat.min(1).values).clamp_min(0)
+            rng = torch.where(rng > 0, rng, torch.ones_like(rng))
+            std = (sigma * rng).view(1, -1, *([1] * (x.dim() - 1)))
+        else:
+            std = torch.tensor(sigma, dtype=x.dtype, device=x.device)
+        seed = self.kwargs["seed"]
+        gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
+        noise = torch.randn((s, *x.shape), generator=gen, dtype=x.dtype, device=x.device) * std
+
+        def points(lo: int, hi: int) -> torch.Tensor:
+            return (x.unsqueeze(0) + noise[lo:hi]).reshape(-1, *x.shape[1:])
+
+        weights = torch.full((s,), 1.0 / s, dtype=torch.float64)
+        ibs = self.kwargs["internal_batch_size"]
+        return _weighted_sum(grad, points, weights, x, ibs, create_graph, self.base.attribute)
 
 
 class Explainer:
@@ -271,11 +479,22 @@ class Explainer:
         ``seed`` (None: global RNG), ``internal_batch_size`` (rows per forward pass).
         ig: ``n_steps`` (32), ``baseline`` (0.0; a scalar or a tensor broadcastable to x),
         ``rule`` (``"gausslegendre"`` or a Riemann rule), ``internal_batch_size``.
+    fast : True (default): with ``create_graph=True``, ``grad``/``grad_x_input`` of a
+        piecewise-linear model (ReLU MLPs and CNNs) are computed explicitly by
+        :func:`r2et.fastpath.saliency` (same values and gradients, one backward instead of a
+        double backward); False: always autograd.
 
     A ReLU network's logit gradient is piecewise constant in x, so its saliency has zero
     input-gradient almost everywhere; ``output="prob"``/``"loss"`` keep curvature through the
     softmax. Attacks handle this with a softplus surrogate (see :mod:`r2et.attacks`).
+
+    ``supports_second_order`` (True) declares that ``attribute(..., create_graph=True)`` is
+    differentiable w.r.t. the input and the parameters: the gradient attacks and the training
+    methods require it (:func:`check_second_order`).
     """
+
+    #: ``attribute(..., create_graph=True)`` is differentiable (attacks and training need it).
+    supports_second_order: bool = True
 
     def __init__(
         self,
@@ -283,39 +502,31 @@ class Explainer:
         output: str = "logit",
         reduce: str | None = "auto",
         groups: Any = None,
+        fast: bool = True,
         **method_kwargs,
     ) -> None:
-        check_choice("method", method, METHODS)
+        if method not in EXPLAINERS:
+            raise ValueError(
+                f"method={method!r} is not a known explainer; allowed: {list_explainers()}"
+            )
+        if not isinstance(fast, bool):
+            raise ValueError(f"fast must be True or False, got {fast!r}")
+        self.fast = fast
         check_choice("output", output, OUTPUTS)
         check_choice("reduce", reduce, REDUCTIONS)
         self.groups: torch.Tensor | None = None if groups is None else group_index(groups)
-        allowed = _METHOD_KWARGS[method]
-        unknown = sorted(set(method_kwargs) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"unknown keyword(s) {unknown} for method={method!r}; allowed: {sorted(allowed)}"
-            )
-        self.method = method
+        self.rule = EXPLAINERS.get(method)(**method_kwargs)
+        self.method = str(method).strip().lower()
         self.output = output
         self.reduce = reduce
-        self.kwargs: dict[str, Any] = {**allowed, **method_kwargs}
-        if method == "smoothgrad":
-            n = self.kwargs["n_samples"]
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"n_samples must be an int >= 1, got {n!r}")
-            check_positive("sigma", self.kwargs["sigma"], allow_zero=True)
-            check_choice("sigma_mode", self.kwargs["sigma_mode"], ("relative", "absolute"))
-        if method == "ig":
-            quadrature(self.kwargs["n_steps"], self.kwargs["rule"])  # validates both
-            _check_ig_baseline(self.kwargs["baseline"])
-        ibs = self.kwargs.get("internal_batch_size")
-        if ibs is not None and (isinstance(ibs, bool) or not isinstance(ibs, int) or ibs < 1):
-            raise ValueError(f"internal_batch_size must be None or an int >= 1, got {ibs!r}")
+        self.kwargs: dict[str, Any] = self.rule.kwargs
 
     def __repr__(self) -> str:
         kw = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
         if self.groups is not None:
             kw += f", groups=<{self.n_groups} groups of {self.groups.numel()} columns>"
+        if not self.fast:
+            kw += ", fast=False"
         return (
             f"Explainer(method={self.method!r}, output={self.output!r}, reduce={self.reduce!r}{kw})"
         )
@@ -331,6 +542,8 @@ class Explainer:
         out = {"method": self.method, "output": self.output, "reduce": self.reduce, **kw}
         if self.groups is not None:
             out["groups"] = self.groups.tolist()
+        if not self.fast:
+            out["fast"] = False
         return out
 
     def with_groups(self, groups: Any) -> Explainer:
@@ -404,13 +617,10 @@ class Explainer:
         # a graph that will be differentiated again needs the math attention kernel
         second = second_order() if create_graph else contextlib.nullcontext()
         with torch.enable_grad(), second:
-            if self.method in ("grad", "grad_x_input"):
-                g = self._gradient(model, x, target, create_graph, forward_kwargs)
-                return g if self.method == "grad" else x * g
-            target = self.resolve_target(model, x, target, **forward_kwargs)
-            if self.method == "smoothgrad":
-                return self._smoothgrad(model, x, target, create_graph, forward_kwargs)
-            return self._ig(model, x, target, create_graph, forward_kwargs)
+            if self.rule.fixes_target:
+                target = self.resolve_target(model, x, target, **forward_kwargs)
+            grad = self._gradient_fn(model, x, target, forward_kwargs)
+            return self.rule.attribute(grad, x, create_graph)
 
     def scores(
         self,
@@ -446,12 +656,7 @@ class Explainer:
     ) -> torch.Tensor:
         """Per-row scalar output ``f_c(x)``, shape (N,)."""
         logits = _logits(model, x, fkw)
-        if target is None:
-            t = logits.detach().argmax(1)
-        else:
-            t = _target_tensor(target, x.shape[0], x.device)
-            if int(t.min()) < 0 or int(t.max()) >= logits.shape[1]:
-                raise ValueError(f"target classes must lie in 0..{logits.shape[1] - 1}")
+        t = _selected_target(logits, target)
         if self.output == "logit":
             return logits.gather(1, t[:, None]).squeeze(1)
         if self.output == "prob":
@@ -466,96 +671,43 @@ class Explainer:
         create_graph: bool,
         fkw: dict[str, Any],
     ) -> torch.Tensor:
-        """``∂f_c/∂x`` for every row from one backward pass over the summed batch output."""
+        """``∂f_c/∂x`` for every row from one backward pass over the summed batch output; with
+        ``create_graph`` and a piecewise-linear model, the explicit computation of
+        :func:`r2et.fastpath.saliency` instead (same values and gradients, one backward)."""
+        if create_graph and self.fast and not fkw:
+            check_model_input(model, x)
+            pick = lambda lg: _selected_target(_checked_logits(lg, x), target)  # noqa: E731
+            fast = explicit_saliency(model, x, pick, self.output, need_logits=False)
+            if fast is not None:
+                return fast[1]
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
         out = self._selected(model, xg, target, fkw)
         (g,) = torch.autograd.grad(out.sum(), xg, create_graph=create_graph)
         return g
 
-    def _expanded_gradients(
+    def _gradient_fn(
         self,
         model: Callable[..., torch.Tensor],
-        points: Callable[[int, int], torch.Tensor],
-        reps: int,
-        weights: torch.Tensor,
         x: torch.Tensor,
-        target: torch.Tensor,
-        create_graph: bool,
+        target: Any,
         fkw: dict[str, Any],
-    ) -> torch.Tensor:
-        """``Σ_r w_r ∂f_c(points_r)/∂points_r`` over ``reps`` copies of the batch, evaluated in
-        chunks of whole copies; ``points(lo, hi)`` builds copies ``lo..hi-1`` stacked."""
+    ) -> GradientFn:
+        """The engine's gradient for this batch (see :data:`GradientFn`): at ``x``'s own rows
+        :meth:`_gradient` (with its fast path); at ``R`` stacked copies one backward over
+        the summed outputs, targets and per-sample keywords repeated copy-major."""
         n = x.shape[0]
-        total = torch.zeros_like(x)
-        for lo, hi in _chunks(reps, n, self.kwargs.get("internal_batch_size")):
-            pts = points(lo, hi)
-            if not pts.requires_grad:
-                pts = pts.detach().requires_grad_(True)
-            kw = repeat_forward_kwargs(fkw, n, hi - lo)
-            out = self._selected(model, pts, repeat_batch(target, hi - lo), kw)
+
+        def grad(points: torch.Tensor, create_graph: bool) -> torch.Tensor:
+            reps = points.shape[0] // n
+            if reps == 1:
+                return self._gradient(model, points, target, create_graph, fkw)
+            pts = points if points.requires_grad else points.detach().requires_grad_(True)
+            kw = repeat_forward_kwargs(fkw, n, reps)
+            out = self._selected(model, pts, repeat_batch(target, reps), kw)
             (g,) = torch.autograd.grad(out.sum(), pts, create_graph=create_graph)
-            w = weights[lo:hi].to(dtype=x.dtype, device=x.device)
-            g = g.view(hi - lo, *x.shape)
-            total = total + (w.view(-1, *([1] * x.dim())) * g).sum(0)
-        return total
+            return g
 
-    def _smoothgrad(
-        self,
-        model: Callable[..., torch.Tensor],
-        x: torch.Tensor,
-        target: torch.Tensor,
-        create_graph: bool,
-        fkw: dict[str, Any],
-    ) -> torch.Tensor:
-        s, sigma = self.kwargs["n_samples"], float(self.kwargs["sigma"])
-        if self.kwargs["sigma_mode"] == "relative":
-            flat = x.detach().flatten(1)
-            rng = (flat.max(1).values - flat.min(1).values).clamp_min(0)
-            rng = torch.where(rng > 0, rng, torch.ones_like(rng))
-            std = (sigma * rng).view(1, -1, *([1] * (x.dim() - 1)))
-        else:
-            std = torch.tensor(sigma, dtype=x.dtype, device=x.device)
-        seed = self.kwargs["seed"]
-        gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
-        noise = torch.randn((s, *x.shape), generator=gen, dtype=x.dtype, device=x.device) * std
-
-        def points(lo: int, hi: int) -> torch.Tensor:
-            return (x.unsqueeze(0) + noise[lo:hi]).reshape(-1, *x.shape[1:])
-
-        weights = torch.full((s,), 1.0 / s, dtype=torch.float64)
-        return self._expanded_gradients(model, points, s, weights, x, target, create_graph, fkw)
-
-    def _ig(
-        self,
-        model: Callable[..., torch.Tensor],
-        x: torch.Tensor,
-        target: torch.Tensor,
-        create_graph: bool,
-        fkw: dict[str, Any],
-    ) -> torch.Tensor:
-        alphas, weights = quadrature(self.kwargs["n_steps"], self.kwargs["rule"])
-        base = torch.as_tensor(self.kwargs["baseline"], dtype=x.dtype, device=x.device)
-        try:
-            ok = torch.broadcast_shapes(base.shape, x.shape) == x.shape
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"ig baseline of shape {tuple(base.shape)} does not broadcast to the inputs' "
-                f"shape {tuple(x.shape)}; pass a scalar or a tensor of shape {tuple(x.shape[1:])}"
-            )
-        base = base.expand_as(x)
-        delta = x - base
-        a = alphas.to(dtype=x.dtype, device=x.device)
-
-        def points(lo: int, hi: int) -> torch.Tensor:
-            al = a[lo:hi].view(-1, *([1] * x.dim()))
-            return (base.unsqueeze(0) + al * delta.unsqueeze(0)).reshape(-1, *x.shape[1:])
-
-        avg = self._expanded_gradients(
-            model, points, len(alphas), weights, x, target, create_graph, fkw
-        )
-        return delta * avg
+        return grad
 
 
 def _check_ig_baseline(baseline: Any) -> None:
@@ -577,7 +729,11 @@ def _logits(
     model: Callable[..., torch.Tensor], x: torch.Tensor, fkw: dict[str, Any]
 ) -> torch.Tensor:
     check_model_input(model, x)
-    out = model(x, **fkw)
+    return _checked_logits(model(x, **fkw), x)
+
+
+def _checked_logits(out: Any, x: torch.Tensor) -> torch.Tensor:
+    """``out`` if it is a finite ``(N, n_classes)`` logits tensor for the batch ``x``."""
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
@@ -585,6 +741,17 @@ def _logits(
         )
     check_finite_output("the model", out)
     return out
+
+
+def _selected_target(logits: torch.Tensor, target: Any) -> torch.Tensor:
+    """The explained class of every row: ``target`` as an ``(N,)`` tensor checked against
+    the number of classes, or the predicted class for None."""
+    if target is None:
+        return logits.detach().argmax(1)
+    t = _target_tensor(target, logits.shape[0], logits.device)
+    if int(t.min()) < 0 or int(t.max()) >= logits.shape[1]:
+        raise ValueError(f"target classes must lie in 0..{logits.shape[1] - 1}")
+    return t
 
 
 def _target_tensor(target: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:

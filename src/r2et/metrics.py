@@ -5,7 +5,8 @@ thickness, and faithfulness and locality.
   :func:`cosine_distance`, :func:`thickness` (Chen et al., NeurIPS 2024);
 * faithfulness: :func:`deletion` (deletion gain over random units), :func:`occlusion_scores`,
   :func:`occlusion_agreement`;
-* locality: :func:`locality` (distinct top-k sets, agreement with the global top-k).
+* locality: :func:`locality` (distinct top-k sets, agreement with the global top-k);
+* accuracy against a known explanation: :func:`ground_truth_precision` (synthetic graphs).
 
 A stable explanation is worth little if it is not faithful: an explanation that names the
 same k features for every input is perfectly stable and says nothing about *this* input.
@@ -57,6 +58,26 @@ def precision_at_k(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     check_scores_pair(a, b)
     k = check_k(k, a.shape[1])
     return (topk_mask(a, k) & topk_mask(b, k)).sum(1).to(a.dtype) / k
+
+
+def ground_truth_precision(scores: torch.Tensor, truth: torch.Tensor, k: int) -> torch.Tensor:
+    """Explanation accuracy against a known explanation, per row, shape ``(N,)``:
+    ``|topk(s_n) ∩ G_n| / min(k, |G_n|)``, with ``G_n`` the ground-truth units of row n (an
+    ``(N, F)`` boolean mask, e.g. the nodes or edges of the motif that makes a graph's label).
+    1 when the top-k is inside the ground truth (or contains all of it, when ``|G_n| < k``);
+    NaN for a row with an empty ground truth. Ties in the top-k are broken by ``topk``."""
+    check_finite("scores", scores)
+    if scores.dim() != 2 or not isinstance(truth, torch.Tensor) or truth.shape != scores.shape:
+        shape = tuple(truth.shape) if isinstance(truth, torch.Tensor) else type(truth).__name__
+        raise ValueError(
+            f"scores must be an (N, F) matrix and truth an (N, F) mask of the same shape, got "
+            f"{tuple(scores.shape)} and {shape}"
+        )
+    k = check_k(k, scores.shape[1])
+    g = truth.to(device=scores.device, dtype=torch.bool)
+    hits = (topk_mask(scores, k) & g).sum(1).to(scores.dtype)
+    size = g.sum(1).clamp(max=k).to(scores.dtype)
+    return torch.where(size > 0, hits / size.clamp_min(1), torch.full_like(hits, float("nan")))
 
 
 def _gather_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,11 @@ checkpoints restore models without unpickling.
 * ``resnet9`` (ResNet-9 for CIFAR-sized ``(C, 32, 32)``; GroupNorm by default, see
   :class:`ResNet9`),
 * ``gcn`` (dense GCN on padded graphs ``(nodes, d)``, called as ``model(x, adj=..., mask=...)``
-  with the dataset's ``forward_kwargs``).
+  with the dataset's ``forward_kwargs``),
+* ``gin`` (dense GIN, Xu et al. 2019: sum aggregation over the *raw* adjacency ``adj``, mean
+  pooling and a readout of every layer by default),
+* ``edge-gnn`` (a GCN or GIN taking the graph's edge weights as its input ``(edges,)``, for
+  edge-level explanations; :class:`EdgeGNN`).
 
 Nonlinearities are ``nn.ReLU`` modules (never functional), so :func:`relu_to_softplus` can swap
 them; no model except ``resnet9(norm="batch")`` has batch statistics.
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from r2et._checks import check_choice, check_positive
+from r2et._registry import Registry
 from r2et._second_order import second_order as second_order  # public: r2et.models.second_order
 
 ACTIVATIONS = ("relu", "softplus")
@@ -243,6 +248,28 @@ class DenseGCNLayer(nn.Module):
         return self.act(adj @ self.linear(h)) * mask.unsqueeze(-1)
 
 
+class DenseGINLayer(nn.Module):
+    """One GIN layer (Xu et al., ICLR 2019, ε = 0) on dense padded graphs:
+    ``H' = act(W₂ act(W₁ (H + A H) + b₁) + b₂)``, with ``A`` the raw (weighted) adjacency
+    ``(N, n, n)`` given at call time (sum aggregation: unlike the GCN's normalised mean it
+    can count neighbours); rows of padded nodes are zeroed by the node mask."""
+
+    def __init__(self, in_features: int, out_features: int, act: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, out_features),
+            act(),
+            nn.Linear(out_features, out_features),
+            act(),
+        )
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.mlp(h + adj @ h) * mask.unsqueeze(-1)
+
+
+CONVS = ("gcn", "gin")
+
+
 class GCN(nn.Module):
     """Graph classifier: dense GCN layers, a masked pooling over nodes, a two-layer head.
 
@@ -252,6 +279,9 @@ class GCN(nn.Module):
     mask first, so padded nodes get exactly zero attribution (their gradient is 0) and never
     outrank real nodes. Pooling ``pool``: sum, mean or max over real nodes. No batch
     statistics: samples are independent.
+
+    ``conv="gin"`` uses :class:`DenseGINLayer` instead (model name ``gin``): then ``adj`` is
+    the *raw* (weighted) adjacency, not the normalised one.
     """
 
     def __init__(
@@ -263,18 +293,27 @@ class GCN(nn.Module):
         activation: str = "relu",
         beta: float = 10.0,
         readout: str = "last",
+        conv: str = "gcn",
     ) -> None:
         super().__init__()
         check_choice("pool", pool, POOLS)
         check_choice("readout", readout, READOUTS)
+        check_choice("conv", conv, CONVS)
         self.readout = readout
         if len(hidden) == 0:
             raise ValueError("hidden must list at least one GCN layer width")
         self.pool = pool
         widths = [in_features] + [int(h) for h in hidden]
-        self.layers = nn.ModuleList(
-            DenseGCNLayer(a, b, _activation(activation, beta)) for a, b in zip(widths, widths[1:])
-        )
+        if conv == "gcn":
+            self.layers = nn.ModuleList(
+                DenseGCNLayer(a, b, _activation(activation, beta))
+                for a, b in zip(widths, widths[1:])
+            )
+        else:
+            self.layers = nn.ModuleList(
+                DenseGINLayer(a, b, lambda: _activation(activation, beta))
+                for a, b in zip(widths, widths[1:])
+            )
         width = sum(widths) if readout == "concat" else widths[-1]
         self.head = nn.Sequential(
             nn.Linear(width, widths[-1]),
@@ -314,6 +353,93 @@ class GCN(nn.Module):
         return self.head(g)
 
 
+def weighted_adjacency(
+    weights: torch.Tensor, edge_index: torch.Tensor, n_nodes: int, edge_mask: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric weighted adjacency ``(N, n, n)`` of undirected edge lists.
+
+    ``weights`` ``(N, E)``, ``edge_index`` ``(N, E, 2)`` node pairs ``(i_e, j_e)`` with
+    ``i_e ≠ j_e`` (each undirected edge listed once), ``edge_mask`` ``(N, E)`` 1 for real
+    edges: ``A_ij = Σ_e m_e w_e ([i_e = i, j_e = j] + [i_e = j, j_e = i])``. Built by a
+    scatter-add, so ``∂A_ij/∂w_e = m_e`` for both entries of edge e and 0 for padded edges.
+    """
+    n = weights.shape[0]
+    w = weights * edge_mask.to(weights.dtype)
+    idx = edge_index.long()
+    fwd = idx[..., 0] * n_nodes + idx[..., 1]
+    bwd = idx[..., 1] * n_nodes + idx[..., 0]
+    flat = weights.new_zeros(n, n_nodes * n_nodes)
+    flat = flat.scatter_add(1, fwd, w).scatter_add(1, bwd, w)
+    return flat.view(n, n_nodes, n_nodes)
+
+
+def gcn_propagation(adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The GCN propagation matrix ``D̂^{-1/2} (A + I) D̂^{-1/2}`` (Kipf & Welling, 2017) of a
+    batch of (weighted) adjacencies ``(N, n, n)`` with node mask ``(N, n)``; ``D̂_ii = Σ_j (A +
+    I)_ij``. Self-loops are added on real nodes only; padded rows and columns stay 0.
+    Differentiable in ``adj`` (every real node has ``D̂_ii ≥ 1`` when weights are ≥ 0)."""
+    a = adj * mask[:, :, None] * mask[:, None, :]
+    a = a + torch.diag_embed(mask)
+    deg = a.sum(-1)
+    inv = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    return inv[:, :, None] * a * inv[:, None, :]
+
+
+class EdgeGNN(nn.Module):
+    """A :class:`GCN` or GIN whose *input* is the vector of edge weights: edge-level
+    explanations (model name ``edge-gnn``).
+
+    ``forward(x, nodes, edge_index, edge_mask, mask)``: ``x`` ``(N, E)`` weights of the
+    graph's undirected edges (1 = present, 0 = removed; padded to the largest edge count),
+    ``nodes`` ``(N, n, d)`` node features, ``edge_index`` ``(N, E, 2)`` the node pairs,
+    ``edge_mask`` ``(N, E)`` 1 for real edges, ``mask`` ``(N, n)`` 1 for real nodes. The
+    model builds ``A(x)`` (:func:`weighted_adjacency`) and runs the graph network on
+    ``(nodes, P(A(x)), mask)``, with ``P`` the GCN propagation matrix (:func:`gcn_propagation`,
+    ``conv="gcn"``) or the identity (``conv="gin"``: GIN aggregates with the raw weights). So the
+    gradient saliency ``∂f_c/∂x_e = Σ_ij ∂f_c/∂A_ij · ∂A_ij/∂x_e = m_e (∂f_c/∂A_{i_e j_e} +
+    ∂f_c/∂A_{j_e i_e})`` is the saliency of edge e, padded edges get exactly 0, and every
+    explainer, attack, metric and training method works on edges unchanged. Keywords of
+    :class:`GCN` (``hidden``, ``pool``, ``activation``, ``readout``) pass through.
+    """
+
+    def __init__(
+        self, n_nodes: int, node_features: int, n_classes: int, conv: str = "gcn", **kw: Any
+    ) -> None:
+        super().__init__()
+        check_choice("conv", conv, CONVS)
+        self.n_nodes = int(n_nodes)
+        self.conv = conv
+        self.gnn = GCN(int(node_features), n_classes, conv=conv, **kw)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        nodes: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        edge_mask: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if nodes is None or edge_index is None:
+            raise ValueError(
+                "edge-gnn needs nodes=<(N, nodes, d)> and edge_index=<(N, E, 2)> (forward_kwargs)"
+            )
+        n, e = x.shape[0], x.shape[1] if x.dim() == 2 else -1
+        if x.dim() != 2 or edge_index.shape != (n, e, 2) or nodes.shape[:2] != (n, self.n_nodes):
+            raise ValueError(
+                f"edge-gnn needs x (N, E), edge_index (N, E, 2) and nodes (N, {self.n_nodes}, d), "
+                f"got {tuple(x.shape)}, {tuple(edge_index.shape)} and {tuple(nodes.shape)}"
+            )
+        if edge_mask is None:
+            edge_mask = torch.ones_like(x)
+        if mask is None:
+            mask = torch.ones(nodes.shape[:2], dtype=x.dtype, device=x.device)
+        mask = mask.to(x.dtype)
+        adj = weighted_adjacency(x, edge_index, self.n_nodes, edge_mask)
+        if self.conv == "gcn":
+            adj = gcn_propagation(adj, mask)
+        return self.gnn(nodes.to(x.dtype), adj=adj, mask=mask)
+
+
 def _build_mlp(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
     f = 1
     for d in input_shape:
@@ -340,17 +466,48 @@ def _build_gcn(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Modu
     return GCN(int(input_shape[1]), n_classes, **kw)
 
 
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": _build_mlp,
-    "cnn": _build_cnn,
-    "resnet9": _build_resnet9,
-    "gcn": _build_gcn,
-}
+def _build_gin(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
+    if len(input_shape) != 2:
+        raise ValueError(f"gin needs input_shape (nodes, node_features), got {tuple(input_shape)}")
+    kw = {"pool": "mean", "readout": "concat", **kw}
+    return GCN(int(input_shape[1]), n_classes, conv="gin", **kw)
+
+
+def _build_edge_gnn(
+    input_shape: Sequence[int], n_classes: int, n_nodes: int = 0, node_features: int = 0, **kw: Any
+) -> nn.Module:
+    if len(input_shape) != 1:
+        raise ValueError(f"edge-gnn needs input_shape (edges,), got {tuple(input_shape)}")
+    for key, val in (("n_nodes", n_nodes), ("node_features", node_features)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"edge-gnn needs {key} = an int >= 1 (the dataset's), got {val!r}")
+    return EdgeGNN(n_nodes, node_features, n_classes, **kw)
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+for _name, _builder in (
+    ("mlp", _build_mlp),
+    ("cnn", _build_cnn),
+    ("resnet9", _build_resnet9),
+    ("gcn", _build_gcn),
+    ("gin", _build_gin),
+    ("edge-gnn", _build_edge_gnn),
+):
+    MODELS.register(_name, _builder)
+
+
+def register_model(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``builder(input_shape, n_classes, **kw) -> nn.Module`` as model ``name`` (then
+    :func:`build_model`, run folders and the bench know it)."""
+    if not callable(builder):
+        raise ValueError(f"register_model needs a builder function, got {builder!r}")
+    MODELS.register(name, builder)
+    return builder
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`build_model`."""
-    return sorted(MODEL_BUILDERS)
+    return sorted(MODELS.names())
 
 
 def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
@@ -361,7 +518,7 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kw: Any
         raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
     shape = [int(d) for d in input_shape]
     try:
-        model = MODEL_BUILDERS[name](shape, n_classes, **kw)
+        model = MODELS.get(name)(shape, n_classes, **kw)
     except TypeError as err:
         raise ValueError(f"bad keyword arguments for model {name!r}: {err}") from None
     model.r2et_spec = {

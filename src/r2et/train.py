@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,11 @@ from r2et.evaluation import evaluate
 from r2et.methods import TrainingMethod, get_method
 from r2et.models import build_model, relu_to_softplus
 
+logger = logging.getLogger("r2et")
+
 OPTIMIZERS = ("adam", "sgd")
 KEEP = ("best", "last")
+BATCHNORM_MODES = ("train", "eval")
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -91,15 +95,40 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return check_device("device", device)
 
 
-def _to(kw: dict[str, Any], dev: torch.device) -> dict[str, Any]:
-    return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+def _cast(v: torch.Tensor, dev: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is not None and v.is_floating_point():
+        return v.to(dev, dtype)
+    return v.to(dev)
+
+
+def _to(kw: dict[str, Any], dev: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    return {k: _cast(v, dev, dtype) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    """BatchNorm layers to eval mode: normalise with the running statistics (kept fixed), so
+    each sample's saliency depends on that sample only."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _callbacks(callback: Any) -> list[Callable[[dict[str, float]], None]]:
+    if callback is None:
+        return []
+    found = [callback] if callable(callback) else list(callback)
+    for cb in found:
+        if not callable(cb):
+            raise ValueError(f"callback must be callable or a list of callables, got {cb!r}")
+    return found
 
 
 def _val_accuracy(model: nn.Module, ds: Any, batch_size: int, dev: torch.device) -> float:
     correct, total = 0, 0
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     with torch.no_grad():
         for xb, yb, kw in ds.batches("val", max(batch_size, 1024)):
-            logits = model(xb.to(dev), **_to(kw, dev))
+            logits = model(_cast(xb, dev, dtype), **_to(kw, dev, dtype))
             correct += int((logits.argmax(1) == yb.to(dev)).sum())
             total += len(yb)
     if total == 0:
@@ -132,16 +161,19 @@ def fit(
     method: TrainingMethod | str,
     ds: Any,
     *,
-    epochs: int = 10,
+    epochs: int | None = None,
     lr: float = 1e-3,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     optimizer: str = "adam",
     progress: bool = True,
     max_batches_per_epoch: int | None = None,
     keep: str = "best",
-    callback: Callable[[dict[str, float]], None] | None = None,
+    batchnorm: str = "train",
+    callback: Callable[[dict[str, float]], None]
+    | Sequence[Callable[[dict[str, float]], None]]
+    | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``ds``'s train split with ``method`` and return a :class:`TrainResult`.
 
@@ -152,9 +184,13 @@ def fit(
 
     ``method`` is a :class:`~r2et.methods.TrainingMethod` or a name (then built with
     ``k=ds.default_k``). The model is first passed through ``method.prepare`` (``sp`` returns a
-    Softplus copy; other methods train ``model`` in place), moved to ``device`` (None: CUDA
-    when available, else CPU) and trained for ``epochs`` epochs of shuffled mini-batches with
-    Adam or SGD (momentum 0.9) at learning rate ``lr``, minimising ``method.loss``. It
+    Softplus copy; other methods train ``model`` in place), moved to ``device`` (None: where
+    its parameters already are, so a model is never moved behind your back; floating inputs
+    are cast to the model's dtype, so ``bfloat16``/``float16`` models train) and trained for
+    ``epochs`` epochs of shuffled mini-batches with Adam or SGD (momentum 0.9) at learning rate
+    ``lr``, minimising ``method.loss``; ``epochs``/``batch_size`` left None take the dataset's
+    ``default_fit`` (small tables: about 4,000 steps of 32 rows, see
+    :func:`r2et.data.tabular.small_table_defaults`), else 10 epochs of 128. It
     fine-tunes whatever weights ``model`` holds: pass a pre-trained model to fine-tune. After
     every epoch the validation accuracy is measured; ``keep="best"`` (default) restores the
     weights of the epoch with the highest validation accuracy (the latest one on ties: when
@@ -163,7 +199,13 @@ def fit(
     shuffling uses its own ``torch.Generator`` and the method's randomness (e.g. ``at``'s random
     starts) runs under a forked global RNG seeded with ``seed``, so the caller's RNG state is
     untouched. ``max_batches_per_epoch`` caps an epoch (quick runs); ``progress`` shows a tqdm
-    bar on stderr; ``callback(history_entry)`` is called after every epoch.
+    bar on stderr; ``callback(history_entry)`` (or each of a list of callbacks: an experiment
+    tracker's ``log``, an early stop that raises ``StopIteration``) is called after every
+    epoch, and the same entry is logged at INFO level on the ``"r2et"`` logger.
+    ``batchnorm="eval"`` keeps BatchNorm layers in eval mode while training (running
+    statistics, frozen), so per-sample saliency is per-sample; the default ``"train"`` keeps
+    PyTorch's behaviour, and the regularised methods warn once that batch statistics couple
+    the samples of a batch.
 
     The model is left in eval mode. A non-finite loss raises ``ValueError`` naming the epoch
     and batch.
@@ -172,114 +214,216 @@ def fit(
         raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
     if not (hasattr(ds, "batches") and hasattr(ds, "default_k")):
         ds = as_dataset(ds, "train", seed=seed if isinstance(seed, int) else 0)
-    if isinstance(method, str):
-        method = get_method(method, k=ds.default_k)
-    elif not isinstance(method, TrainingMethod):
-        raise ValueError(
-            f"method must be a TrainingMethod or a method name, got {type(method).__name__}"
-        )
-    check_int("epochs", epochs, 0)
-    check_int("batch_size", batch_size, 1)
-    check_int("seed", seed, 0)
-    check_int("max_batches_per_epoch", max_batches_per_epoch, 1, allow_none=True)
-    check_positive("lr", lr)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    check_choice("keep", keep, KEEP)
-    dev = _resolve_device(device)
+    method = _resolve_method(method, ds)
+    plan = _FitPlan.resolve(
+        model, ds, epochs, lr, batch_size, seed, device, optimizer, max_batches_per_epoch,
+        keep, batchnorm, callback,
+    )  # fmt: skip
     _check_data_for_model(model, ds)
-
-    model = method.prepare(model).to(dev)
-    opt = build_optimizer(model, method, optimizer, lr)
-    params = [p for group in opt.param_groups for p in group["params"]]
-    n_train = len(ds.split("train")[0])
-    n_batches = -(-n_train // batch_size)
-    if max_batches_per_epoch is not None:
-        n_batches = min(n_batches, max_batches_per_epoch)
-    config = {
-        "method": method.config(),
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "seed": seed,
-        "optimizer": optimizer,
-        "optimizer_kwargs": dict(method.optimizer_kwargs),
-        "device": str(dev),
-        "max_batches_per_epoch": max_batches_per_epoch,
-        "keep": keep,
-    }
-    if hasattr(ds, "summary"):
-        config["dataset"] = ds.summary()
-
+    model = method.prepare(model).to(plan.device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    opt = build_optimizer(model, method, plan.optimizer, plan.lr)
+    config = plan.config(method, ds)
+    logger.info(
+        "fit %s on %s (%s): %d epochs of batch %d, lr %g, seed %d", method.name, plan.device,
+        str(dtype).removeprefix("torch."), plan.epochs, plan.batch_size, plan.lr, plan.seed,
+    )  # fmt: skip
     history: list[dict[str, float]] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch, best_acc = 0, -math.inf
-    gen = torch.Generator().manual_seed(seed)
-    fork_devices = []
-    if dev.type == "cuda":
-        fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * n_batches, desc=f"fit {method.name}", file=sys.stderr)
+    best = _BestEpoch(plan.keep)
+    gen = torch.Generator().manual_seed(plan.seed)
+    bar = _progress_bar(progress, plan.epochs * plan.n_batches, f"fit {method.name}")
     try:
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            for epoch in range(1, epochs + 1):
-                model.train()
-                t0 = time.perf_counter()
-                total_loss, sums, count = 0.0, {}, 0
-                batches = ds.batches("train", batch_size, shuffle=True, generator=gen)
-                for b, (xb, yb, kw) in enumerate(batches):
-                    if b >= n_batches:
-                        break
-                    loss, logs = method.loss(model, xb.to(dev), yb.to(dev), **_to(kw, dev))
-                    if not bool(torch.isfinite(loss)):
-                        raise ValueError(
-                            f"the {method.name} loss became non-finite at epoch {epoch}, "
-                            f"batch {b + 1}; lower lr or the regularisation weights"
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    # only the parameters: the saliency terms' input leaves need no .grad
-                    loss.backward(inputs=params)
-                    opt.step()
-                    total_loss += float(loss.detach())
-                    for key, v in logs.items():
-                        sums[key] = sums.get(key, 0.0) + float(v)
-                    count += 1
-                    if bar is not None:
-                        bar.update(1)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                seconds = time.perf_counter() - t0
-                model.eval()
-                acc = _val_accuracy(model, ds, batch_size, dev)
-                entry = {
-                    "epoch": epoch,
-                    "train_loss": total_loss / max(count, 1),
-                    "val_accuracy": acc,
-                    "seconds": seconds,
-                    **{key: v / max(count, 1) for key, v in sums.items()},
-                }
+        with torch.random.fork_rng(devices=plan.fork_devices):
+            torch.manual_seed(plan.seed)
+            for epoch in range(1, plan.epochs + 1):
+                entry = _train_epoch(model, method, opt, ds, plan, dtype, gen, epoch, bar)
                 history.append(entry)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{entry['train_loss']:.4f}", val_acc=f"{acc:.4f}")
-                if keep == "last" or acc >= best_acc:
-                    best_acc, best_epoch = acc, epoch
-                    if keep == "best":
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if callback is not None:
-                    callback(entry)
+                best.update(entry, model)
+                if _notify(plan.callbacks, entry, plan.epochs):
+                    break
     finally:
         if bar is not None:
             bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model)
     model.eval()
-    if epochs == 0:
-        best_acc = _val_accuracy(model, ds, batch_size, dev)
+    if plan.epochs == 0:
+        best.accuracy = _val_accuracy(model, ds, plan.batch_size, plan.device)
     spe = sum(h["seconds"] for h in history) / len(history) if history else float("nan")
-    return TrainResult(model, history, best_epoch, best_acc, spe, config)
+    return TrainResult(model, history, best.epoch, best.accuracy, spe, config)
+
+
+def _resolve_method(method: TrainingMethod | str, ds: Any) -> TrainingMethod:
+    if isinstance(method, str):
+        return get_method(method, k=ds.default_k)
+    if not isinstance(method, TrainingMethod):
+        raise ValueError(
+            f"method must be a TrainingMethod or a method name, got {type(method).__name__}"
+        )
+    return method
+
+
+@dataclass
+class _FitPlan:
+    """:func:`fit`'s settings, validated, with the dataset's defaults filled in."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    device: torch.device
+    optimizer: str
+    max_batches_per_epoch: int | None
+    keep: str
+    batchnorm: str
+    callbacks: list[Callable[[dict[str, float]], None]]
+    n_batches: int
+
+    @classmethod
+    def resolve(
+        cls, model: nn.Module, ds: Any, epochs: int | None, lr: float, batch_size: int | None,
+        seed: int, device: Any, optimizer: str, max_batches: int | None, keep: str,
+        batchnorm: str, callback: Any,
+    ) -> _FitPlan:  # fmt: skip
+        defaults = getattr(ds, "default_fit", None) or {}
+        epochs = defaults.get("epochs", 10) if epochs is None else epochs
+        batch_size = defaults.get("batch_size", 128) if batch_size is None else batch_size
+        check_int("epochs", epochs, 0)
+        check_int("batch_size", batch_size, 1)
+        check_int("seed", seed, 0)
+        check_int("max_batches_per_epoch", max_batches, 1, allow_none=True)
+        check_positive("lr", lr)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_choice("keep", keep, KEEP)
+        check_choice("batchnorm", batchnorm, BATCHNORM_MODES)
+        if device is None:  # where the parameters are: never moved behind the caller's back
+            first = next(iter(model.parameters()), None)
+            dev = first.device if first is not None else torch.device("cpu")
+        else:
+            dev = _resolve_device(device)
+        n_batches = -(-len(ds.split("train")[0]) // batch_size)
+        if max_batches is not None:
+            n_batches = min(n_batches, max_batches)
+        return cls(
+            epochs, lr, batch_size, seed, dev, optimizer, max_batches, keep, batchnorm,
+            _callbacks(callback), n_batches,
+        )  # fmt: skip
+
+    @property
+    def fork_devices(self) -> list[int]:
+        """The CUDA devices whose RNG :func:`fit` forks (none on the CPU)."""
+        if self.device.type != "cuda":
+            return []
+        return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+
+    def config(self, method: TrainingMethod, ds: Any) -> dict[str, Any]:
+        """The JSON-ready :attr:`TrainResult.config`."""
+        config = {
+            "method": method.config(),
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "optimizer": self.optimizer,
+            "optimizer_kwargs": dict(method.optimizer_kwargs),
+            "device": str(self.device),
+            "max_batches_per_epoch": self.max_batches_per_epoch,
+            "keep": self.keep,
+        }
+        if hasattr(ds, "summary"):
+            config["dataset"] = ds.summary()
+        return config
+
+
+def _progress_bar(show: bool, total: int, desc: str) -> Any:
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr)
+
+
+def _train_epoch(
+    model: nn.Module, method: TrainingMethod, opt: torch.optim.Optimizer, ds: Any,
+    plan: _FitPlan, dtype: torch.dtype, gen: torch.Generator, epoch: int, bar: Any,
+) -> dict[str, float]:  # fmt: skip
+    """One epoch of shuffled mini-batches, then the validation accuracy: the history entry
+    (``epoch``, ``train_loss``, ``val_accuracy``, ``seconds`` and the mean of each log)."""
+    dev = plan.device
+    params = [p for group in opt.param_groups for p in group["params"]]
+    model.train()
+    if plan.batchnorm == "eval":
+        _freeze_batchnorm(model)
+    t0 = time.perf_counter()
+    total_loss, sums, count = 0.0, {}, 0
+    batches = ds.batches("train", plan.batch_size, shuffle=True, generator=gen)
+    for b, (xb, yb, kw) in enumerate(batches):
+        if b >= plan.n_batches:
+            break
+        loss, logs = method.loss(model, _cast(xb, dev, dtype), yb.to(dev), **_to(kw, dev, dtype))
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(
+                f"the {method.name} loss became non-finite at epoch {epoch}, batch {b + 1}; "
+                "lower lr or the regularisation weights"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)  # only the parameters: saliency input leaves need no .grad
+        opt.step()
+        total_loss += float(loss.detach())
+        for key, v in logs.items():
+            sums[key] = sums.get(key, 0.0) + float(v)
+        count += 1
+        if bar is not None:
+            bar.update(1)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    acc = _val_accuracy(model, ds, plan.batch_size, dev)
+    if bar is not None:
+        bar.set_postfix(loss=f"{total_loss / max(count, 1):.4f}", val_acc=f"{acc:.4f}")
+    return {
+        "epoch": epoch,
+        "train_loss": total_loss / max(count, 1),
+        "val_accuracy": acc,
+        "seconds": seconds,
+        **{key: v / max(count, 1) for key, v in sums.items()},
+    }
+
+
+class _BestEpoch:
+    """The epoch :func:`fit` keeps: the highest validation accuracy (the latest on ties) with
+    ``keep="best"``, the last one with ``keep="last"``."""
+
+    def __init__(self, keep: str) -> None:
+        self.keep, self.epoch, self.accuracy = keep, 0, -math.inf
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, entry: dict[str, float], model: nn.Module) -> None:
+        if self.keep == "last" or entry["val_accuracy"] >= self.accuracy:
+            self.accuracy, self.epoch = entry["val_accuracy"], int(entry["epoch"])
+            if self.keep == "best":
+                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+def _notify(callbacks: list[Callable[[dict[str, float]], None]], entry: dict, epochs: int) -> bool:
+    """Log the epoch and call every callback; True when one raised ``StopIteration``."""
+    logger.info(
+        "epoch %d/%d: train loss %.4f, val accuracy %.4f, %.2f s", entry["epoch"], epochs,
+        entry["train_loss"], entry["val_accuracy"], entry["seconds"],
+    )  # fmt: skip
+    stop = False
+    for cb in callbacks:
+        try:
+            cb(entry)
+        except StopIteration:
+            stop = True
+    if stop:
+        logger.info("a callback stopped training after epoch %d", entry["epoch"])
+    return stop
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -298,6 +442,78 @@ def _versions() -> dict[str, str]:
     return {"r2et": getattr(r2et, "__version__", "unknown"), "torch": torch.__version__}
 
 
+def _class_path(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def factory_path(factory: str | Callable[..., Any]) -> str:
+    """The ``"module:qualname"`` import path of a model factory (a class or a function), checked
+    to import back to the same object; ``ValueError`` for a lambda, a local function, or
+    anything defined in ``__main__`` (a later process could not import it)."""
+    if isinstance(factory, str):
+        resolve_factory(factory)
+        return factory
+    if not callable(factory):
+        raise ValueError(f"factory must be a callable or a 'module:name' string, got {factory!r}")
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        raise ValueError(
+            f"factory {qualname or factory!r} cannot be imported by a later process (defined in "
+            "__main__, locally or as a lambda); move it into an importable module"
+        )
+    path = f"{module}:{qualname}"
+    if resolve_factory(path) is not factory:
+        raise ValueError(f"factory path {path!r} does not import back to the given factory")
+    return path
+
+
+def resolve_factory(path: str) -> Callable[..., Any]:
+    """Import ``"package.module:Qualified.name"`` and return the object (``ValueError`` when the
+    path is malformed or does not import; the message says to check ``PYTHONPATH``)."""
+    import importlib
+
+    module, sep, qualname = str(path).partition(":")
+    if not sep or not module or not qualname:
+        raise ValueError(f"model factory {path!r} must read 'package.module:Name'")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"model factory {path!r} does not import ({err}); install its package or add its "
+            "folder to PYTHONPATH"
+        ) from None
+    if not callable(obj):
+        raise ValueError(f"model factory {path!r} is not callable")
+    return obj
+
+
+def _model_spec(
+    model: nn.Module, factory: str | Callable[..., Any] | None, kwargs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``config["model"]``: the build_model spec, a factory spec, or a weights-only spec."""
+    import json
+
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    spec = getattr(model, "r2et_spec", None)
+    if factory is None and kwargs is not None:
+        raise ValueError("factory_kwargs needs factory=")
+    if isinstance(spec, dict) and factory is None:
+        return copy.deepcopy(spec)
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"factory_kwargs must be a dict, got {type(kwargs).__name__}")
+    try:
+        json.dumps(kwargs or {}, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"factory_kwargs must be JSON (numbers, strings, lists): {err}") from None
+    path = None if factory is None else factory_path(factory)
+    return {"factory": path, "kwargs": dict(kwargs or {}), "class": _class_path(model)}
+
+
 def save_run(
     folder: str | Path,
     model: nn.Module,
@@ -305,13 +521,20 @@ def save_run(
     metrics: dict[str, Any] | None = None,
     *,
     dataset: Any = None,
+    factory: str | Callable[..., nn.Module] | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Write a run folder: ``model.safetensors`` (the state dict), ``config.json`` and
-    ``metrics.json``.
+    ``metrics.json``. Works for any ``nn.Module``.
 
     ``config.json`` holds the caller's ``config`` (e.g. :attr:`TrainResult.config`: method and
-    every hyperparameter, seeds, optimiser) plus ``"model"`` (``model.r2et_spec``, required:
-    build models with :func:`~r2et.build_model`), ``"transforms"`` (architecture changes made
+    every hyperparameter, seeds, optimiser) plus ``"model"``: how :func:`load_run` rebuilds the
+    module without unpickling anything. For a model from :func:`~r2et.build_model` it is
+    ``model.r2et_spec``. For your own module it is ``{"factory": "package.module:Name",
+    "kwargs": factory_kwargs, "class": ...}`` when ``factory`` (an importable class or function
+    returning the module, or its ``"module:qualname"`` path; ``factory_kwargs`` must be JSON) is
+    given, else ``{"factory": None, "class": ...}`` (weights only: load them with
+    ``load_run(folder, model=an_instance)``). ``"transforms"`` (architecture changes made
     after building, such as ``sp``'s ReLU → Softplus, from ``model.r2et_transforms``),
     ``"dtype"``, ``"weights_sha256"`` (the SHA-256 of ``model.safetensors``, checked by
     :func:`load_run`), ``"dataset"`` (``dataset.summary()`` when ``dataset`` is given) and
@@ -328,12 +551,7 @@ def save_run(
     from r2et._checks import check_finite_model
     from r2et._io import atomic_folder, json_text
 
-    spec = getattr(model, "r2et_spec", None)
-    if not isinstance(spec, dict):
-        raise ValueError(
-            "model has no r2et_spec: build it with r2et.build_model so that the checkpoint "
-            "can rebuild it without pickling"
-        )
+    spec = _model_spec(model, factory, factory_kwargs)
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"config must be a dict or None, got {type(config).__name__}")
     if metrics is not None and not isinstance(metrics, dict):
@@ -480,23 +698,33 @@ def _check_state(
 
 
 def load_run(
-    folder: str | Path, device: str | torch.device | None = "cpu", *, verify: bool = True
+    folder: str | Path,
+    device: str | torch.device | None = "cpu",
+    *,
+    verify: bool = True,
+    model: nn.Module | None = None,
+    trust_factory: bool = False,
 ) -> Run:
     """Load a run folder written by :func:`save_run`.
 
-    The model is rebuilt with ``build_model(**config["model"])``, the recorded transforms are
-    re-applied (``sp``'s Softplus), it is cast to the recorded dtype and the tensors of
-    ``model.safetensors`` are loaded with a strict name and shape check, bit-exactly. Nothing
-    is unpickled: a pickle, corrupt or truncated file raises ``ValueError``, a missing file
-    ``FileNotFoundError``. With ``verify`` (default) the file's SHA-256 must equal the
-    ``weights_sha256`` that :func:`save_run` recorded in ``config.json`` (a mismatch or a
-    missing digest raises ``ValueError``). The spec is built on the ``meta`` device first and
-    refused (``ValueError``) when it does not build, exceeds
-    :data:`~r2et._checks.MAX_PARAMETERS` or does not match the stored tensors, before any
-    memory is allocated; weights that are not finite are refused too. ``metrics.json`` may be
-    absent (empty metrics). The model is returned in eval mode on ``device``.
+    How the module is rebuilt depends on ``config["model"]``: a :func:`~r2et.build_model` spec
+    is rebuilt by ``build_model(**spec)``; a factory spec by importing and calling its factory
+    with the recorded kwargs (a class that subclasses ``nn.Module`` is called as is; a plain
+    function only with ``trust_factory=True``, since loading would run it); a weights-only run
+    needs ``model=`` (an instance of the same architecture, loaded in place). ``model=`` also
+    overrides any spec. The recorded transforms are re-applied (``sp``'s Softplus), the model
+    is cast to the recorded dtype and the tensors of ``model.safetensors`` are loaded with a
+    strict name and shape check, bit-exactly. Nothing is unpickled: a pickle, corrupt or
+    truncated file raises ``ValueError``, a missing file ``FileNotFoundError``. With ``verify``
+    (default) the file's SHA-256 must equal the ``weights_sha256`` that :func:`save_run`
+    recorded in ``config.json`` (a mismatch or a missing digest raises ``ValueError``). A
+    ``build_model`` spec is built on the ``meta`` device first and refused (``ValueError``)
+    when it does not build, exceeds :data:`~r2et._checks.MAX_PARAMETERS` or does not match the
+    stored tensors, before any memory is allocated; weights that are not finite are refused
+    too. ``metrics.json`` may be absent (empty metrics). The model is returned in eval mode on
+    ``device``.
     """
-    from r2et._checks import check_finite_model, count_model_parameters
+    from r2et._checks import check_finite_model
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -512,12 +740,15 @@ def load_run(
     data = _read_weights(folder / MODEL_FILE)
     state = _parse_state(data, folder / MODEL_FILE)
     _check_digest(data, config, folder, verify)
-    count_model_parameters(config["model"], where=f"{folder / CONFIG_FILE}: the model spec")
     transforms = config.get("transforms", [])
-    with torch.device("meta"):
-        shadow = apply_transforms(build_model(**config["model"]), transforms)
-    _check_state(shadow, state, strict=True, where=str(folder))
-    model = apply_transforms(build_model(**config["model"]), transforms)
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        if transforms:
+            model = apply_transforms(model, transforms)
+    else:
+        model = _rebuild(config["model"], transforms, state, folder, trust_factory)
+    _check_state(model, state, strict=True, where=str(folder))
     dtype = config.get("dtype")
     if dtype is not None:
         torch_dtype = getattr(torch, str(dtype), None)
@@ -534,3 +765,40 @@ def load_run(
     check_finite_model(model, name=f"the checkpoint in {folder}")
     model = model.to(dev).eval()
     return Run(model=model, config=config, metrics=metrics)
+
+
+def _rebuild(
+    spec: dict[str, Any],
+    transforms: Any,
+    state: dict[str, torch.Tensor],
+    folder: Path,
+    trust_factory: bool,
+) -> nn.Module:
+    """A fresh module from ``config["model"]`` (see :func:`load_run`)."""
+    from r2et._checks import count_model_parameters
+
+    if "factory" not in spec:
+        count_model_parameters(spec, where=f"{folder / CONFIG_FILE}: the model spec")
+        with torch.device("meta"):
+            shadow = apply_transforms(build_model(**spec), transforms)
+        _check_state(shadow, state, strict=True, where=str(folder))
+        return apply_transforms(build_model(**spec), transforms)
+    path, kwargs = spec.get("factory"), spec.get("kwargs", {})
+    if path is None:
+        raise ValueError(
+            f"{folder} stores only the weights of a {spec.get('class', 'custom module')}; "
+            "pass model=<an instance of that architecture> to load_run (or save with factory=)"
+        )
+    if not isinstance(path, str) or not isinstance(kwargs, dict):
+        raise ValueError(f"{folder / CONFIG_FILE}: malformed model factory spec {spec!r}")
+    factory = resolve_factory(path)
+    is_module_class = isinstance(factory, type) and issubclass(factory, nn.Module)
+    if not (is_module_class or trust_factory):
+        raise ValueError(
+            f"{folder} is rebuilt by calling the function {path!r}; load it with "
+            "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass model="
+        )
+    built = factory(**kwargs)
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"model factory {path!r} returned {type(built).__name__}, not a module")
+    return apply_transforms(built, transforms) if transforms else built

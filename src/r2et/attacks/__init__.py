@@ -10,17 +10,20 @@ top-k sets before and after.
 * :class:`EnsembleAttack` — per input, the lowest P@k over a portfolio of the above: the
   evaluation r2et reports by default (presets ``"fast"``, ``"standard"``, ``"thorough"``).
 
-Every attack is called as ``atk(model, x, y=None, **forward_kwargs)`` and returns an
-:class:`AttackResult`.
+Attacks are registered by name (:mod:`r2et.attacks.registry`: ``list_attacks()``,
+``create_attack(name, explainer, k, eps, **options)``). Every attack is called as
+``atk(model, x, y=None, **forward_kwargs)`` and returns an :class:`AttackResult`.
 """
 
 from r2et.attacks._common import AttackResult, summarize_metrics
 from r2et.attacks.ensemble import PRESETS, EnsembleAttack, Member, list_presets
 from r2et.attacks.objectives import OBJECTIVES, get_objective, list_objectives
 from r2et.attacks.pgd import DEFAULT_SURROGATE_BETA, ERAttack, ExplanationPGD, MSEAttack
+from r2et.attacks.registry import ATTACKS, create_attack, list_attacks, register_attack
 from r2et.attacks.search import RandomNoiseAttack, RandomSearchAttack
 
 __all__ = [
+    "ATTACKS",
     "DEFAULT_SURROGATE_BETA",
     "OBJECTIVES",
     "PRESETS",
@@ -32,8 +35,11 @@ __all__ = [
     "Member",
     "RandomNoiseAttack",
     "RandomSearchAttack",
+    "create_attack",
     "get_objective",
+    "list_attacks",
     "list_objectives",
     "list_presets",
+    "register_attack",
     "summarize_metrics",
 ]

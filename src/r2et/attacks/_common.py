@@ -244,9 +244,21 @@ def as_bounds(bounds: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         above = float((x - hi).clamp_min(0).max())
         raise ValueError(
             "x lies outside bounds (the attack's valid input box): up to "
-            f"{below:.3g} below low and {above:.3g} above high; clip x or widen bounds"
+            f"{below:.3g} below low and {above:.3g} above high; clip x, widen bounds or "
+            "create the attack with clip_inputs=True"
         )
     return lo, hi
+
+
+def clip_into(bounds: Any, x: torch.Tensor) -> torch.Tensor:
+    """``x`` clipped into the box ``bounds`` (unchanged when None): what an attack created
+    with ``clip_inputs=True`` attacks, so that inputs slightly outside a box computed from the
+    training data (test rows beyond the training range) are attacked instead of refused. The
+    clean explanation, the prediction and P@k are then those of the clipped input."""
+    if bounds is None:
+        return x
+    lo, hi = (torch.as_tensor(b, dtype=x.dtype, device=x.device) for b in bounds)
+    return torch.maximum(torch.minimum(x, hi), lo)
 
 
 def feasible(

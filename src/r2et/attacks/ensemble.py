@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from r2et._checks import check_batch, check_choice, check_int, check_positive
-from r2et.attacks._common import AttackResult, check_bounds_pair
+from r2et.attacks._common import AttackResult, check_bounds_pair, clip_into
 from r2et.attacks.objectives import SCALES, get_objective
 from r2et.attacks.pgd import SCHEDULES, ExplanationPGD, check_explainer, resolve_surrogate
 from r2et.attacks.search import RandomSearchAttack
@@ -184,7 +184,8 @@ class EnsembleAttack:
     ----------
     explainer : the explainer whose top-k is attacked. k : top-k size. eps : the budget.
     norm : ``"linf"`` or ``"l2"``. bounds : the valid input box (None: no box; say which in
-        any report — a box can only raise P@k).
+        any report — a box can only raise P@k). ``clip_inputs=True`` clips inputs outside
+        the box into it before attacking, instead of refusing them.
     preset : ``"fast"``, ``"standard"`` or ``"thorough"`` (see the module docstring), ignored
         when ``members`` is given.
     members : a sequence of :class:`Member` (or dicts of its fields) to run instead.
@@ -212,6 +213,7 @@ class EnsembleAttack:
         members: Sequence[Member | dict[str, Any]] | None = None,
         keep_prediction: bool = True,
         early_stop: bool = True,
+        clip_inputs: bool = False,
     ) -> None:
         check_explainer(explainer)
         self.ex = explainer
@@ -220,6 +222,8 @@ class EnsembleAttack:
         self.eps = float(eps)
         check_choice("norm", norm, ("linf", "l2"))
         self.norm = norm
+        check_choice("clip_inputs", clip_inputs, (True, False))
+        self.clip_inputs = bool(clip_inputs)
         self.bounds = check_bounds_pair(bounds)
         self.seed = check_int("seed", seed, 0)
         check_choice("keep_prediction", keep_prediction, (True, False))
@@ -236,6 +240,8 @@ class EnsembleAttack:
             if not chosen:
                 raise ValueError("members must name at least one Member")
         self.members: tuple[Member, ...] = tuple(chosen)
+        if any(m.kind == "pgd" for m in self.members):
+            check_explainer(explainer, gradient="EnsembleAttack's gradient members (kind 'pgd')")
         self.last_seconds: dict[str, float] = {}
         self._last_kind: str | None = None
 
@@ -322,7 +328,7 @@ class EnsembleAttack:
         """Run every member on the inputs not yet at P@k 0 and keep each input's best point
         (lowest P@k; the first member that reached it is recorded)."""
         check_batch("x", x)
-        x = x.detach()
+        x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
         with eval_mode(model):
             return self._run(model, x, y, forward_kwargs)
 

@@ -57,6 +57,7 @@ from r2et.attacks._common import (
     AttackResult,
     as_bounds,
     check_bounds_pair,
+    clip_into,
     feasible,
     keep_best,
     measure,
@@ -66,7 +67,7 @@ from r2et.attacks._common import (
     take_rows,
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
-from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
+from r2et.explain import Explainer, check_second_order, repeat_batch, repeat_forward_kwargs
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode, has_relu, relu_to_softplus
 
@@ -132,9 +133,21 @@ def check_skip(skip: Any, n: int) -> torch.Tensor:
     return skip
 
 
-def check_explainer(ex: Any) -> None:
+def check_explainer(ex: Any, gradient: str | None = None) -> None:
+    """``ex`` must expose ``scores`` and ``resolve_target``; with ``gradient`` (the name of a
+    gradient attack, which differentiates the explanation) it must also be second-order
+    capable (:func:`r2et.explain.check_second_order`): a first-order explainer (e.g. a Captum
+    attribution) is refused instead of silently giving a weaker attack."""
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
         raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
+    if gradient is not None:
+        check_second_order(
+            ex,
+            gradient,
+            "use r2et.Explainer (e.g. Explainer('ig') for integrated gradients) or the "
+            "gradient-free RandomSearchAttack (EnsembleAttack: members=[Member('search', "
+            "1000)])",
+        )
 
 
 def resolve_surrogate(
@@ -161,6 +174,8 @@ class ExplanationPGD:
     Minimises the objective ``objective`` (:func:`~r2et.attacks.objectives.list_objectives`) of
     the perturbed scores over ``‖x' − x‖ ≤ eps`` (``norm`` ``"linf"`` or ``"l2"``) and
     ``x' ∈ bounds`` (a pair of scalars, or of per-feature tensors shaped like one input).
+    An input outside ``bounds`` is refused, unless ``clip_inputs=True`` clips it into the box
+    first (then the clean explanation is the clipped input's).
 
     Parameters
     ----------
@@ -217,8 +232,9 @@ class ExplanationPGD:
         direction: str = "sign",
         tau: float = 0.1,
         early_stop: bool = True,
+        clip_inputs: bool = False,
     ) -> None:
-        check_explainer(ex)
+        check_explainer(ex, gradient=type(self).__name__)
         self.ex = ex
         self.k = check_int("k", k, 1)
         check_positive("eps", eps)
@@ -253,6 +269,8 @@ class ExplanationPGD:
                 raise ValueError(f"n_bottom must be None, 'all' or an int >= 1, got {n_bottom!r}")
         self.n_bottom = n_bottom
         self.restarts = check_int("restarts", restarts, 1)
+        check_choice("clip_inputs", clip_inputs, (True, False))
+        self.clip_inputs = bool(clip_inputs)
         self.bounds = check_bounds_pair(bounds)
         self.objective = self.default_objective if objective is None else objective
         get_objective(self.objective)
@@ -325,7 +343,7 @@ class ExplanationPGD:
         ``start_radius · eps`` of it (the ensemble refines its best points this way).
         """
         check_batch("x", x)
-        x = x.detach()
+        x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
         box = as_bounds(self.bounds, x)
         with eval_mode(model):
             beta = self.resolve_beta(model)

@@ -31,6 +31,7 @@ from r2et.attacks._common import (
     AttackResult,
     as_bounds,
     check_bounds_pair,
+    clip_into,
     feasible,
     keep_best,
     measure,
@@ -77,6 +78,7 @@ class _QueryAttack:
         scale: str = "raw",
         tau: float = 0.1,
         early_stop: bool = True,
+        clip_inputs: bool = False,
     ) -> None:
         check_explainer(ex)
         self.ex = ex
@@ -90,6 +92,8 @@ class _QueryAttack:
         self.keep_prediction = bool(keep_prediction)
         check_choice("early_stop", early_stop, (True, False))
         self.early_stop = bool(early_stop)
+        check_choice("clip_inputs", clip_inputs, (True, False))
+        self.clip_inputs = bool(clip_inputs)
         self.bounds = check_bounds_pair(bounds)
         self.seed = check_int("seed", seed, 0, allow_none=True)
         self.restarts = check_int("restarts", restarts, 1)
@@ -141,7 +145,7 @@ class _QueryAttack:
         :meth:`~r2et.attacks.ExplanationPGD.__call__`). The model runs in eval mode and its
         previous mode is restored."""
         check_batch("x", x)
-        x = x.detach()
+        x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
         box = as_bounds(self.bounds, x)
         with eval_mode(model):
             with torch.no_grad():
@@ -275,6 +279,7 @@ class RandomSearchAttack(_QueryAttack):
     number of queries, each one saliency evaluation of the batch), ``p_init`` (the initial
     fraction of coordinates re-drawn per query, default 0.3) and ``objective`` (default
     ``"overlap"``, the smooth P@k, which breaks ties between proposals of equal P@k).
+        ``clip_inputs=True`` clips inputs outside ``bounds`` into it before attacking.
     """
 
     name = "search"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from r2et._checks import check_device, check_number
+from r2et.data.base import DEFAULT_EPS  # noqa: F401 - moved to the dataset; alias
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,7 +18,6 @@ else:  # pragma: no cover - Python 3.10
 
 #: Attack budget (l_inf radius) per modality when a dataset sets none: standardised tabular
 #: features get 0.3 (the paper's scale), [0, 1] images and one-hot graph features get 0.1.
-DEFAULT_EPS = {"tabular": 0.3, "image": 0.1, "graph": 0.1}
 
 #: The paper's sweep of the regulariser weight.
 PAPER_WEIGHTS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
@@ -292,15 +292,62 @@ def _check_dataset_options(name: str, opts: Any, methods: list[str]) -> None:
             _check_section(sec, opts[sec], where=f"{where}.")
 
 
+def dataset_settings(cfg: dict[str, Any], ds: Any) -> tuple[int, float, dict[str, Any]]:
+    """``(k, eps, options)`` of dataset ``ds`` in the benchmark configuration ``cfg`` (a
+    :meth:`BenchConfig.to_dict`): ``[datasets_options.NAME]`` (keyed by the registry name) over
+    the dataset's ``default_k`` and ``default_eps``."""
+    opts = cfg["datasets_options"].get(ds.info.get("loader", ds.name), {})
+    k = int(opts.get("k", ds.default_k))
+    eps = float(opts.get("eps", ds.default_eps))
+    return k, eps, opts
+
+
+def load_bench_dataset(name: str, seed: int, cfg: dict[str, Any]) -> Any:
+    """Dataset ``name`` split by ``seed``, with the ``load`` keywords of its
+    ``[datasets_options.NAME]`` table."""
+    from r2et.data import load_dataset
+
+    opts = cfg["datasets_options"].get(name, {})
+    return load_dataset(name, seed=seed, **opts.get("load", {}))
+
+
+def list_configs() -> list[str]:
+    """Names of the benchmark configs shipped in the package (``r2et/configs/NAME.toml``)."""
+    from importlib.resources import files
+
+    return sorted(
+        f.name.removesuffix(".toml")
+        for f in files("r2et").joinpath("configs").iterdir()
+        if f.name.endswith(".toml")
+    )
+
+
+def resolve_config(path: str | Path) -> Path:
+    """``path`` when it is a file, else the shipped config of that name (``paper`` or
+    ``paper.toml``); ``FileNotFoundError`` naming the shipped configs otherwise."""
+    from importlib.resources import as_file, files
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".toml")
+    if path.parent == Path(".") and name in list_configs():
+        with as_file(files("r2et").joinpath("configs", f"{name}.toml")) as shipped:
+            return Path(shipped)
+    raise FileNotFoundError(
+        f"benchmark config {path} does not exist or is not a file (configs shipped with r2et: "
+        f"{', '.join(list_configs())})"
+    )
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig:
     """Defaults, updated by a TOML file (top-level keys as in :class:`BenchConfig`, sections
     ``[pretrain]``, ``[finetune]``, ``[evaluate]``, ``[grid]``, ``[datasets_options.NAME]``),
-    then by ``overrides`` whose value is not None (command-line flags)."""
+    then by ``overrides`` whose value is not None (command-line flags). ``path`` is a TOML file
+    or the name of a config shipped with r2et (:func:`list_configs`, e.g. ``"paper"``)."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"benchmark config {path} does not exist or is not a file")
+        path = resolve_config(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

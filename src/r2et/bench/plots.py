@@ -10,9 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-from r2et.bench.report import select  # noqa: E402
+from r2et.bench.selection import select  # noqa: E402
 
 R2ET_FAMILY = ("r2et", "r2et-mm", "r2et-noh", "r2et-mm-noh")
 
@@ -137,8 +136,10 @@ def _scatter(
     y_key: str,
     y_label: str,
     title: str,
+    y_max: float | None = None,
 ) -> Path:
-    """Every cell: ensemble P@k (x) against ``y_key`` (y), one panel per dataset."""
+    """Every cell: ensemble P@k (x, on [0, 1]) against ``y_key`` (y, capped at ``y_max``), one
+    panel per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
@@ -162,6 +163,9 @@ def _scatter(
         ax.set_title(d)
         ax.set_xlabel("P@k under the ensemble attack")
         ax.set_ylabel(y_label)
+        ax.set_xlim(-0.02, 1.02)
+        if y_max is not None:
+            ax.set_ylim(top=y_max)
         ax.grid(alpha=0.3)
     return _finish(fig, axes, title, path)
 
@@ -172,7 +176,7 @@ def plot_accuracy_vs_patk(
     """Every cell: test accuracy against ensemble P@k, one panel per dataset."""
     return _scatter(
         rows, path, order, "accuracy", "test accuracy",
-        "Accuracy versus explanation stability (every grid cell)",
+        "Accuracy versus explanation stability (every grid cell)", y_max=1.005,
     )  # fmt: skip
 
 
@@ -189,110 +193,122 @@ def plot_stability_vs_faithfulness(
     )  # fmt: skip
 
 
+MIN_TIMED_SECONDS = 1.0
+"""Vanilla fine-tuning shorter than this (seconds, all epochs) is timing noise: not plotted."""
+
+NICE_RATIOS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def _mean_cost(rows: list[dict[str, Any]], dataset: str, method: str) -> float:
+    v = [
+        r["train_seconds_per_epoch"]
+        for r in rows
+        if r["dataset"] == dataset and r["method"] == method
+        and isinstance(r.get("train_seconds_per_epoch"), (int, float))
+    ]  # fmt: skip
+    return sum(v) / len(v) if v else float("nan")
+
+
 def plot_training_cost(
-    rows: list[dict[str, Any]], path: Path, order: list[str] | None = None
-) -> Path:
-    """Training seconds per epoch of each method relative to vanilla, per dataset."""
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    rows: list[dict[str, Any]],
+    path: Path,
+    order: list[str] | None = None,
+    epochs: int | None = None,
+) -> Path | None:
+    """Training seconds per epoch of each method relative to vanilla, per dataset: bars on a
+    log axis with plain ratio ticks (``1×, 2×, 5×``) and each bar's ratio written on it.
+
+    A dataset whose vanilla fine-tuning took less than :data:`MIN_TIMED_SECONDS` in total
+    (``epochs`` × seconds per epoch; per epoch when ``epochs`` is None) is left out and named
+    in the title: its ratios would be timing noise. Returns None (no plot) when no dataset
+    is left.
+    """
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    all_datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    runs = max(1, int(epochs or 1))
+    datasets = [
+        d for d in all_datasets if _mean_cost(rows, d, "vanilla") * runs >= MIN_TIMED_SECONDS
+    ]
+    if not datasets:
+        return None
     methods = _methods(rows, order)
     colors = _colors(methods)
     fig, ax = plt.subplots(
-        figsize=(min(14.0, 3.0 + 1.8 * len(datasets)), 3.6), layout="constrained"
+        figsize=(min(14.0, 3.0 + 1.8 * len(datasets)), 3.8), layout="constrained"
     )
     width = 0.8 / max(1, len(methods))
+    shown: list[float] = []
     for j, m in enumerate(methods):
-        ratios = []
-        for d in datasets:
-
-            def mean_cost(method: str, d: str = d) -> float:
-                v = [
-                    r["train_seconds_per_epoch"]
-                    for r in rows
-                    if r["dataset"] == d and r["method"] == method
-                ]
-                return sum(v) / len(v) if v else float("nan")
-
-            ratios.append(mean_cost(m) / mean_cost("vanilla"))
+        ratios = [_mean_cost(rows, d, m) / _mean_cost(rows, d, "vanilla") for d in datasets]
         xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(datasets))]
-        ax.bar(xs, ratios, width=width, label=m, color=colors[m])
+        bars = ax.bar(xs, ratios, width=width, label=m, color=colors[m])
+        labels = [f"{r:.1f}×" if r == r else "" for r in ratios]
+        ax.bar_label(bars, labels=labels, fontsize=7, padding=1)
+        shown += [r for r in ratios if r == r and r > 0]
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(datasets)), datasets)
     ax.set_yscale("log")
-    ax.set_ylabel("seconds per epoch / vanilla (log)")
-    ax.set_title("Training cost per method (lower is cheaper)")
+    lo, hi = min(shown + [1.0]), max(shown + [1.0])
+    ticks = [t for t in NICE_RATIOS if lo / 2.5 <= t <= hi * 2.5]
+    ax.set_ylim(min(ticks[0], lo / 1.5), max(ticks[-1], hi * 1.6))
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_yticklabels([f"{t:g}×" for t in ticks])
+    ax.set_ylabel("seconds per epoch, relative to vanilla")
+    left_out = [d for d in all_datasets if d not in datasets]
+    title = "Training cost per method (lower is cheaper)"
+    if left_out:
+        title += f"\nnot shown (vanilla trains < {MIN_TIMED_SECONDS:g} s: noise): " + ", ".join(
+            left_out
+        )
+    ax.set_title(title, fontsize=10)
     fig.legend(fontsize=8, loc="outside right center")
     return _save(fig, path)
 
 
-def plot_saliency_panel(
-    out: Path,
-    rows: list[dict[str, Any]],
-    cfg: Any,
-    dataset: str,
-    path: Path,
-    n_images: int = 3,
-    preset: str = "fast",
-    device: str | torch.device | None = None,
-) -> Path | None:
-    """For an image dataset: the first ``n_images`` test inputs (top row) and, for every
-    method (one row each: its selected setting, first seed with a saved model, labelled with
-    the method and its test accuracy), the gradient saliency before and after the ``preset``
-    :class:`~r2et.EnsembleAttack` (a column pair per input), each map scaled to its own
-    maximum with one colour bar, the top-k pixels outlined and the attacked P@k above the
-    map. None when no model of ``dataset`` was saved."""
-    from r2et.attacks import EnsembleAttack
-    from r2et.bench.runner import _dataset_settings, _load
-    from r2et.explain import Explainer
+def plot_saliency_panel(panel: dict[str, Any], path: Path) -> Path:
+    """A stored saliency panel (:func:`r2et.bench.panels.load_saliency_panel`): the test
+    inputs (top row) and, for every method (one row each: its selected setting, labelled with
+    the method and its test accuracy), the gradient saliency before and after the ensemble
+    attack (a column pair per input), each map scaled to its own maximum with one colour bar,
+    the top-k pixels outlined and the attacked P@k above the map. Reads only the stored
+    tensors: rendering never trains or attacks."""
     from r2et.metrics import topk_mask
-    from r2et.train import load_run
 
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    chosen = select(rows, cfg.max_acc_drop, cfg.min_deletion_ratio)
-    models = []
-    for m in _methods(rows, cfg.methods):
-        sel = chosen.get((dataset, m))
-        for r in sorted(sel["rows"] if sel else [], key=lambda r: r["seed"]):
-            folder = out / "models" / r["key"]
-            if (folder / "model.safetensors").is_file():
-                models.append((m, load_run(folder, device=dev).model.eval(), r))
-                break
-    if not models:
-        return None
-    seed = models[0][2]["seed"]
-    ds = _load(dataset, seed, cfg.to_dict())
-    k, eps, _ = _dataset_settings(cfg.to_dict(), ds)
-    x = ds.test[0][:n_images].to(dev)
+    meta, x = panel["meta"], panel["x"]
+    k, eps, methods = int(meta["k"]), float(meta["eps"]), list(meta["methods"])
     n, (h, w) = len(x), x.shape[-2:]
-    bounds = ds.bounds if cfg.evaluate.get("box", True) else None
-    ex = Explainer("grad")
     fig, axes = plt.subplots(
-        1 + len(models),
+        1 + len(methods),
         2 * n,
-        figsize=(1.75 * 2 * n + 1.4, 1.85 * (1 + len(models))),
+        figsize=(1.75 * 2 * n + 1.4, 1.85 * (1 + len(methods))),
         squeeze=False,
         layout="constrained",
     )
     for i in range(n):
-        img = x[i].permute(1, 2, 0).squeeze(-1).cpu().numpy()
+        img = x[i].permute(1, 2, 0).squeeze(-1).numpy()
         axes[0][2 * i].imshow(img, cmap="gray" if img.ndim == 2 else None)
         axes[0][2 * i].set_title(f"test input {i}", fontsize=8)
         axes[0][2 * i + 1].axis("off")
     axes[0][0].set_ylabel("input", fontsize=9)
     image = None
-    for row, (method, model, r) in enumerate(models, start=1):
-        res = EnsembleAttack(ex, k, eps, bounds=bounds, preset=preset, seed=seed)(model, x)
+    for row, method in enumerate(methods, start=1):
         for i in range(n):
-            for c, scores in enumerate((res.scores_clean[i], res.scores_adv[i])):
+            for c, maps in enumerate((panel["clean"], panel["adv"])):
+                scores = maps[row - 1, i]
                 ax = axes[row][2 * i + c]
-                s = scores.detach().view(h, w).cpu()
+                s = scores.view(h, w)
                 image = ax.imshow(
                     (s / s.max().clamp_min(1e-12)).numpy(), cmap="magma", vmin=0, vmax=1
                 )
-                mask = topk_mask(scores[None], k)[0].view(h, w).float().cpu().numpy()
+                mask = topk_mask(scores[None], k)[0].view(h, w).float().numpy()
                 ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.7)
-                title = "clean" if c == 0 else f"attacked, P@{k}={res.p_at_k[i].item():.2f}"
-                ax.set_title(title, fontsize=7)
-        axes[row][0].set_ylabel(f"{method}\nacc {r.get('accuracy', float('nan')):.2f}", fontsize=9)
+                p = float(panel["p_at_k"][row - 1, i])
+                ax.set_title("clean" if c == 0 else f"attacked, P@{k}={p:.2f}", fontsize=7)
+        acc = meta["accuracy"][row - 1]
+        acc_text = "n/a" if acc is None else f"{acc:.2f}"
+        axes[row][0].set_ylabel(f"{method}\nacc {acc_text}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -300,16 +316,18 @@ def plot_saliency_panel(
         fig.colorbar(image, ax=axes[1:, :].ravel().tolist(), shrink=0.5, label="saliency / map max")
     grey = eps * 255
     budget = f"{round(grey)}/255" if abs(grey - round(grey)) < 1e-6 else f"{eps:g}"
+    box = "inside the data box" if meta.get("box", True) else "no data box"
     fig.suptitle(
-        f"{dataset}: gradient saliency before/after the {preset} ensemble attack "
-        f"(l_inf eps={budget}, top-{k} outlined)",
+        f"{meta['dataset']}: gradient saliency before/after the {meta['preset']} ensemble "
+        f"attack (l_inf eps={budget}, {box}, top-{k} outlined)",
         fontsize=10,
     )
     return _save(fig, path)
 
 
 def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
-    """All plots of a benchmark folder; returns their paths."""
+    """All plots of a benchmark folder, from its stored results only (``rows`` and the saliency
+    panels the runner stored); returns their paths."""
     if not rows:
         return []
     plots = out / "plots"
@@ -326,14 +344,18 @@ def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
         plot_stability_vs_faithfulness(rows, plots / "stability_vs_faithfulness.png", cfg.methods),
     ]
     if any(r["method"] == "vanilla" for r in rows):
-        paths.append(plot_training_cost(rows, plots / "training_cost.png", cfg.methods))
+        epochs = int(cfg.finetune.get("epochs", 1) or 0)
+        cost = plot_training_cost(rows, plots / "training_cost.png", cfg.methods, epochs)
+        if cost is not None:
+            paths.append(cost)
     for name in cfg.evaluate.get("certify") or {}:
         if any(f"cert_{name}_curve" in r for r in rows):
             path = plots / f"certified_{name}.png"
             paths.append(plot_certified_curves(rows, path, cfg.methods, name))
-    images = dict.fromkeys(r["dataset"] for r in rows if r.get("modality") == "image")
-    for d in images if cfg.save_models else ():
-        p = plot_saliency_panel(out, rows, cfg, d, plots / f"saliency_{d}.png")
-        if p is not None:
-            paths.append(p)
+    from r2et.bench.panels import load_saliency_panel
+
+    for d in dict.fromkeys(r["dataset"] for r in rows if r.get("modality") == "image"):
+        panel = load_saliency_panel(out, d)  # stored by the runner; None when absent
+        if panel is not None:
+            paths.append(plot_saliency_panel(panel, plots / f"saliency_{d}.png"))
     return paths

@@ -27,9 +27,12 @@ from r2et._io import (
     read_json,
     remove_stale_temps,
 )
-from r2et.bench.config import DEFAULT_EPS, BenchConfig
+from r2et.bench.config import BenchConfig, dataset_settings, load_bench_dataset
 from r2et.bench.store import ResultStore, cell_key, config_digest
 
+#: The attacks every cell is evaluated with: the reported ensemble and the paper's two PGD
+#: attacks (registered names, :func:`r2et.attacks.list_attacks`).
+BENCH_ATTACKS = ("ensemble", "erattack", "mse")
 EXECUTORS = ("local", "ray")
 
 
@@ -70,20 +73,6 @@ def _setup_threads(cfg: dict[str, Any]) -> None:
         torch.set_num_threads(int(cfg["threads"]))
 
 
-def _dataset_settings(cfg: dict[str, Any], ds: Any) -> tuple[int, float, dict[str, Any]]:
-    opts = cfg["datasets_options"].get(ds.name, {})
-    k = int(opts.get("k", ds.default_k))
-    eps = float(opts.get("eps", DEFAULT_EPS[ds.modality]))
-    return k, eps, opts
-
-
-def _load(name: str, seed: int, cfg: dict[str, Any]) -> Any:
-    from r2et.data import load_dataset
-
-    opts = cfg["datasets_options"].get(name, {})
-    return load_dataset(name, seed=seed, **opts.get("load", {}))
-
-
 def _model_bytes(model: torch.nn.Module) -> dict[str, Any]:
     """A model as plain data (spec, architecture transforms, safetensors bytes): what crosses
     process and machine boundaries between the driver and Ray workers, never a pickle."""
@@ -117,8 +106,8 @@ def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any
     from r2et.train import fit
 
     _setup_threads(cfg)
-    ds = _load(dataset, seed, cfg)
-    _, _, opts = _dataset_settings(cfg, ds)
+    ds = load_bench_dataset(dataset, seed, cfg)
+    _, _, opts = dataset_settings(cfg, ds)
     spec = dict(opts.get("model", ds.default_model))
     name = spec.pop("name")
     torch.manual_seed(seed)
@@ -157,6 +146,8 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "n_eval": metrics["n"],
         "n_test": metrics.get("n_split"),
     }
+    if "ground_truth_precision" in metrics:
+        row["ground_truth_precision"] = metrics["ground_truth_precision"]
     if "thickness" in metrics:
         row["thickness"] = metrics["thickness"]["mean"]
     for section in ("faithfulness", "locality"):
@@ -210,7 +201,7 @@ def evaluate_cell(
     test split; and the P@k curve of the ``ev["budget_preset"]`` ensemble over the budget
     multipliers ``ev["budgets"]``. Saliency is the logit gradient for every method, so all are
     attacked alike."""
-    from r2et.attacks import EnsembleAttack, ERAttack, MSEAttack
+    from r2et.attacks import create_attack
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
 
@@ -218,11 +209,8 @@ def evaluate_cell(
     n, steps = int(ev["n"]), int(ev["steps"])
     bounds = ds.bounds if ev.get("box", True) else None
     preset = ev.get("preset", "standard")
-    attacks = {
-        "ensemble": EnsembleAttack(ex, k, eps, bounds=bounds, preset=preset, seed=seed),
-        "erattack": ERAttack(ex, k, eps, steps=steps, bounds=bounds, seed=seed),
-        "mse": MSEAttack(ex, k, eps, steps=steps, bounds=bounds, seed=seed),
-    }
+    options = {"bounds": bounds, "seed": seed, "steps": steps, "preset": preset}
+    attacks = {a: create_attack(a, ex, k, eps, **options) for a in BENCH_ATTACKS}
     metrics = evaluate(
         model,
         ds,
@@ -242,7 +230,9 @@ def evaluate_cell(
     curve = {}
     curve_preset = ev.get("budget_preset", "fast")
     for b in ev.get("budgets", []):
-        atk = EnsembleAttack(ex, k, eps * float(b), bounds=bounds, preset=curve_preset, seed=seed)
+        atk = create_attack(
+            "ensemble", ex, k, eps * float(b), bounds=bounds, preset=curve_preset, seed=seed
+        )
         m = evaluate(model, ds, ex, k=k, attacks={"curve": atk}, n=n, seed=seed, faithfulness=False)
         curve[f"{eps * float(b):g}"] = m["attacks"]["curve"]["p_at_k_mean"]
     row["curve"] = dict(sorted(curve.items(), key=lambda kv: float(kv[0])))
@@ -270,8 +260,8 @@ def _cell_task(
     from r2et.train import fit
 
     _setup_threads(cfg)
-    ds = _load(cell["dataset"], cell["seed"], cfg)
-    k, eps, opts = _dataset_settings(cfg, ds)
+    ds = load_bench_dataset(cell["dataset"], cell["seed"], cfg)
+    k, eps, opts = dataset_settings(cfg, ds)
     model = _model_from_bytes(pretrained)
     weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
     params = dict(opts.get("params", {}).get(cell["method"], {}))
@@ -398,8 +388,8 @@ def check_grid(cfg: BenchConfig) -> None:
 
     config = cfg.to_dict()
     for name in cfg.datasets:
-        ds = _load(name, int(cfg.seeds[0]), config)
-        k, _, opts = _dataset_settings(config, ds)
+        ds = load_bench_dataset(name, int(cfg.seeds[0]), config)
+        k, _, opts = dataset_settings(config, ds)
         n_units = int(Explainer("grad").unit_index(tuple(ds.input_shape)).max()) + 1
         try:
             check_k(k, n_units)
@@ -530,6 +520,10 @@ def run_bench(
         _run_grid(cfg, config, digest, out, store, todo, executor, address, progress)
         rows = store.write_tables(cells=all_cells)
         if report:
+            from r2et.bench.panels import compute_saliency_panels
+
+            remove_stale_temps(out / "panels")
+            compute_saliency_panels(out, rows, cfg, digest)
             from r2et.bench.report import write_report
 
             write_report(out, rows, cfg)

@@ -10,6 +10,9 @@ import torch
 
 SPLITS = ("train", "val", "test")
 MODALITIES = ("tabular", "image", "graph")
+#: The attack budget (l_inf eps) of a modality, where a dataset sets none (``Dataset.eps``):
+#: standardised tabular columns 0.3, pixels in [0, 1] 0.1, node/edge weights in [0, 1] 0.1.
+DEFAULT_EPS = {"tabular": 0.3, "image": 0.1, "graph": 0.1}
 
 
 def slice_forward_kwargs(
@@ -40,6 +43,15 @@ class Dataset:
     attribute is one column, a categorical one is all its one-hot columns; ``group_names`` names
     them. Pass ``groups=ds.groups`` to an :class:`~r2et.Explainer` (or ``get_method``) to rank
     attributes instead of columns. None for images and graphs.
+    ``ground_truth`` (synthetic data whose explanation is known, e.g. ``ba-2motifs``) maps each
+    split to an ``(N, F)`` boolean mask of the units (nodes, edges) that make the label;
+    :func:`~r2et.evaluate` reports ``ground_truth_precision`` against it. None otherwise.
+    ``deletion_baseline`` is the value deletion and occlusion put in place of a unit when
+    ``evaluate(baseline="auto")``: a number or a tensor shaped like one input (graphs whose
+    units are node or edge weights: 0, the unit removed); None means the mean training input.
+    ``eps`` is the dataset's attack budget (None: the modality's, see :attr:`default_eps`).
+    ``default_fit`` holds :func:`~r2et.fit` defaults that suit the data (``epochs``,
+    ``batch_size``), used where the caller gives none; small tables get more, smaller steps.
     """
 
     name: str
@@ -58,6 +70,17 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
     groups: list[list[int]] | None = None
     group_names: list[str] | None = None
+    ground_truth: dict[str, torch.Tensor] | None = None
+    deletion_baseline: float | torch.Tensor | None = None
+    default_fit: dict[str, Any] = field(default_factory=dict)
+    eps: float | None = None
+
+    @property
+    def default_eps(self) -> float:
+        """The attack budget that suits the data: ``eps`` when the dataset sets one, else the
+        modality's :data:`DEFAULT_EPS` (what ``r2et evaluate`` and ``r2et bench`` use unless
+        told otherwise)."""
+        return float(self.eps) if self.eps is not None else DEFAULT_EPS[self.modality]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -91,6 +114,15 @@ class Dataset:
             return x, y, kw
         return x[:n], y[:n], slice_forward_kwargs(kw, slice(0, n), len(x))
 
+    def ground_truth_of(self, name: str, n: int | None = None) -> torch.Tensor | None:
+        """The ``(n, F)`` ground-truth mask of the first ``n`` rows (all when None) of split
+        ``name``, aligned with :meth:`subset`; None when the dataset has no ground truth."""
+        self.split(name)  # validates the name
+        if self.ground_truth is None or name not in self.ground_truth:
+            return None
+        truth = self.ground_truth[name]
+        return truth if n is None else truth[:n]
+
     def batches(
         self,
         name: str,
@@ -122,6 +154,10 @@ class Dataset:
                 s: {k: mv(v) for k, v in kw.items()} for s, kw in self.forward_kwargs.items()
             },
             bounds=None if self.bounds is None else tuple(mv(b) for b in self.bounds),
+            ground_truth=None
+            if self.ground_truth is None
+            else {s: mv(v) for s, v in self.ground_truth.items()},
+            deletion_baseline=mv(self.deletion_baseline),
         )
 
     def summary(self) -> dict[str, Any]:

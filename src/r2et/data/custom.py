@@ -12,6 +12,7 @@ Dataset, an ``(x, y)`` pair, a TensorDataset or a DataLoader.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from r2et.data._prep import carve_val
 from r2et.data.base import MODALITIES, Dataset
 
 Split = Any  # (x, y) | TensorDataset | DataLoader
+
+
+logger = logging.getLogger("r2et")
 
 
 def _tensors(data: Split, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,10 +88,12 @@ def from_tensors(
     n_classes: int | None = None,
     feature_names: list[str] | None = None,
     modality: str | None = None,
-    bounds: tuple[Any, Any] | None = None,
+    bounds: tuple[Any, Any] | str | None = None,
     default_k: int | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    bounds_margin: float = 0.0,
+    clip: bool = False,
 ) -> Dataset:
     """An r2et :class:`Dataset` from your own splits.
 
@@ -99,8 +105,13 @@ def from_tensors(
     ``"image"`` for ``(N, C, H, W)`` inputs and ``"tabular"`` otherwise; ``feature_names`` to
     ``x0, x1, ...`` (tabular) or ``pixel_r_c`` (images: scores sum over channels);
     ``default_k`` to min(8, F − 1) (tabular) or F/20 (images). ``bounds`` (the box attacks
-    clip to) is None unless given: bounds taken from the training data would put ordinary
-    test inputs outside the box. The default model is ``cnn`` for images of at least 8×8
+    clip to) is None unless given as ``(low, high)`` (scalars or tensors shaped like one input)
+    or as ``"train"``: the per-feature range of the training inputs widened by
+    ``bounds_margin`` × that range on each side, ``[min − m·(max − min), max + m·(max − min)]``.
+    Such a box can put ordinary val/test inputs outside it, which attacks refuse: ``clip=True``
+    clips them into the box (as r2et's own loaders do; the count of clipped rows per split is
+    in ``info["rows_clipped_to_bounds"]`` and logged), or create the attacks with
+    ``clip_inputs=True``. The default model is ``cnn`` for images of at least 8×8
     pixels, else ``mlp``.
     """
     x_tr, y_tr = _tensors(train, "train")
@@ -137,7 +148,21 @@ def from_tensors(
         default_k = max(1, n_feat // 20) if modality == "image" else min(8, n_feat - 1)
     if not 1 <= int(default_k) <= n_feat - 1:
         raise ValueError(f"default_k must lie in 1..{n_feat - 1}, got {default_k}")
+    bounds = _resolve_bounds(bounds, x_tr, bounds_margin)
+    clipped: dict[str, int] = {}
+    if clip:
+        if bounds is None:
+            raise ValueError("clip=True needs bounds (a pair or 'train')")
+        x_va, clipped["val"] = _clip_rows(x_va, bounds)
+        x_te, clipped["test"] = _clip_rows(x_te, bounds)
+        if any(clipped.values()):
+            logger.info("from_tensors: clipped %s rows into the bounds", clipped)
     image_cnn = modality == "image" and min(shape[1:]) >= 8
+    model, fit_defaults = {"name": "cnn" if image_cnn else "mlp"}, {}
+    if modality == "tabular" and len(shape) == 1:
+        from r2et.data.tabular import small_table_defaults
+
+        model, fit_defaults = small_table_defaults(len(x_tr))
     return Dataset(
         name=name,
         modality=modality,
@@ -148,13 +173,38 @@ def from_tensors(
         feature_names=names,
         default_k=int(default_k),
         bounds=bounds,
-        default_model={"name": "cnn" if image_cnn else "mlp"},
+        default_model=model,
+        default_fit=fit_defaults,
         info={
             "source": "user tensors",
             "seed": seed,
             "val": "given" if val is not None else f"{val_fraction} of train (stratified)",
+            **({"rows_clipped_to_bounds": clipped} if clip else {}),
         },
     )
+
+
+def _resolve_bounds(bounds: Any, x_tr: torch.Tensor, margin: float) -> tuple[Any, Any] | None:
+    """``bounds`` as given, or ``"train"``: the training range widened by ``margin``."""
+    from r2et._checks import check_number
+
+    check_number("bounds_margin", margin, 0, 1e6)
+    if isinstance(bounds, str):
+        if bounds != "train":
+            raise ValueError(f"bounds={bounds!r} is not supported; allowed: a pair, 'train', None")
+        lo, hi = x_tr.min(0).values, x_tr.max(0).values
+        width = hi - lo
+        return lo - margin * width, hi + margin * width
+    if margin:
+        raise ValueError("bounds_margin applies to bounds='train' only")
+    return bounds
+
+
+def _clip_rows(x: torch.Tensor, bounds: tuple[Any, Any]) -> tuple[torch.Tensor, int]:
+    """``x`` clipped into ``bounds`` and the number of rows that changed."""
+    lo, hi = (torch.as_tensor(b, dtype=x.dtype) for b in bounds)
+    out = torch.maximum(torch.minimum(x, hi), lo)
+    return out, int((out != x).flatten(1).any(1).sum()) if len(x) else 0
 
 
 def as_dataset(data: Any, role: str = "train", **kwargs: Any) -> Dataset:

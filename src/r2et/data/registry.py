@@ -12,34 +12,51 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from r2et._registry import Registry
 from r2et.data.base import Dataset
 
 # name -> (module, function); every loader has the signature (root, download, seed, **kw)
-_LOADERS: dict[str, tuple[str, str]] = {
-    "adult": ("r2et.data.tabular", "load_adult"),
-    "bank": ("r2et.data.tabular", "load_bank"),
-    "compas": ("r2et.data.tabular", "load_compas"),
-    "breast-cancer": ("r2et.data.tabular", "load_breast_cancer"),
-    "csv": ("r2et.data.tabular", "load_csv"),
-    "mnist": ("r2et.data.images", "load_mnist"),
-    "mnist5k": ("r2et.data.images", "load_mnist5k"),
-    "cifar10": ("r2et.data.images", "load_cifar10"),
-    "cifar10-5k": ("r2et.data.images", "load_cifar10_5k"),
-    "digits": ("r2et.data.images", "load_digits"),
-    "mutag": ("r2et.data.graphs", "load_mutag"),
-}
+DATASETS: Registry[tuple[str, str] | Callable[..., Dataset]] = Registry("dataset")
+for _name, _where in (
+    ("adult", ("r2et.data.tabular", "load_adult")),
+    ("bank", ("r2et.data.tabular", "load_bank")),
+    ("compas", ("r2et.data.tabular", "load_compas")),
+    ("breast-cancer", ("r2et.data.tabular", "load_breast_cancer")),
+    ("csv", ("r2et.data.tabular", "load_csv")),
+    ("mnist", ("r2et.data.images", "load_mnist")),
+    ("mnist5k", ("r2et.data.images", "load_mnist5k")),
+    ("cifar10", ("r2et.data.images", "load_cifar10")),
+    ("cifar10-5k", ("r2et.data.images", "load_cifar10_5k")),
+    ("digits", ("r2et.data.images", "load_digits")),
+    ("mutag", ("r2et.data.graphs", "load_mutag")),
+    ("ba-2motifs", ("r2et.data.synthetic_graphs", "load_ba_2motifs")),
+    ("ba-2motifs-edges", ("r2et.data.synthetic_graphs", "load_ba_2motifs_edges")),
+):
+    DATASETS.register(_name, _where)
+
+
+def register_dataset(name: str, loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+    """Register ``loader(root, download, seed, **kw) -> Dataset`` as dataset ``name`` (then
+    ``load_dataset(name)``, the bench and the CLI know it)."""
+    if not callable(loader):
+        raise ValueError(f"register_dataset needs a loader function, got {loader!r}")
+    DATASETS.register(name, loader)
+    return loader
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
-    return sorted(_LOADERS)
+    return sorted(DATASETS.names())
 
 
 def get_loader(name: str) -> Callable[..., Dataset]:
     """The loader function of dataset ``name`` (``ValueError`` for an unknown name)."""
-    if not isinstance(name, str) or name.lower() not in _LOADERS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name={name!r} is not a known dataset; allowed: {list_datasets()}")
-    module, func = _LOADERS[name.lower()]
+    where = DATASETS.get(name)
+    if callable(where):
+        return where
+    module, func = where
     return getattr(importlib.import_module(module), func)
 
 
@@ -70,4 +87,5 @@ def load_dataset(
         raise ValueError(f"unknown keyword(s) {unknown} for dataset {name!r}; allowed: {allowed}")
     ds = loader(root=root, download=download, seed=seed, **kw)
     ds.info.setdefault("seed", seed)
+    ds.info.setdefault("loader", name.lower())  # the registry name, e.g. "csv"
     return ds

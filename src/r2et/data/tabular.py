@@ -12,6 +12,7 @@ training thereby encodes as all zeros.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,28 @@ COMPAS_SOURCE = Source(
 )
 
 TABULAR_MODEL = {"name": "mlp", "hidden": [64, 64]}
+SMALL_TABLE_ROWS = 5000
+SMALL_TABULAR_MODEL = {"name": "mlp", "hidden": [16]}
+SMALL_TABLE_STEPS = 4000
+
+
+def small_table_defaults(n_train: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(default_model, default_fit)`` for a user's table of ``n_train`` training rows.
+
+    Below :data:`SMALL_TABLE_ROWS` rows: one hidden layer of 16 units and batches of 32 for
+    ``clip(ceil(4000 / batches per epoch), 50, 200)`` epochs (about 4,000 Adam steps), with
+    :func:`~r2et.fit`'s best-validation-epoch selection as early stopping. The former default
+    (``[64, 64]``, 10 epochs of 128 rows: about 70 steps on 1,000 rows) underfits small tables
+    and fell below a logistic regression; measured against scikit-learn's
+    ``LogisticRegression`` (4 seeds, test accuracy): 1,000-row Adult samples 0.851 vs 0.845,
+    breast-cancer equal, wine 0.965 vs 0.979 (one of 36 test rows). ``tests/test_small_tables.py``
+    checks it. Larger tables: ``[64, 64]``, 10 epochs of 128.
+    """
+    if n_train < SMALL_TABLE_ROWS:
+        batches = max(1, math.ceil(n_train / 32))
+        epochs = min(200, max(50, math.ceil(SMALL_TABLE_STEPS / batches)))
+        return dict(SMALL_TABULAR_MODEL), {"epochs": epochs, "batch_size": 32}
+    return dict(TABULAR_MODEL), {"epochs": 10, "batch_size": 128}
 
 
 def _tabular_k(n_features: int) -> int:
@@ -424,4 +447,7 @@ def load_csv(
         "missing": missing,
         "split": f"stratified train/val/test, val={val_fraction}, test={test_fraction}",
     }
-    return build_tabular(name or p.stem, feats, y, numeric, cats, splits, info, len(classes))
+    model, fit_defaults = small_table_defaults(len(splits[0]))
+    ds = build_tabular(name or p.stem, feats, y, numeric, cats, splits, info, len(classes), model)
+    ds.default_fit = fit_defaults
+    return ds
