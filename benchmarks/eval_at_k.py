@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods is not None and cell["method"] not in args.methods.split(","):
             continue
         model = load_run(folder).model.eval()
-        ds = load_bench_dataset(cell["dataset"], cell["seed"], cfg.to_dict())
-        _, eps, _ = dataset_settings(cfg.to_dict(), ds)
+        ds = load_bench_dataset(cell["dataset"], cell["seed"], cfg)
+        _, eps, _ = dataset_settings(cfg, ds)
         bounds = ds.bounds if cfg.evaluate.get("box", True) else None
         atk = EnsembleAttack(ex, args.k, eps, bounds=bounds, preset=preset, seed=cell["seed"])
         m = evaluate(model, ds, ex, k=args.k, attacks={"ensemble": atk}, n=n, seed=cell["seed"])

@@ -159,7 +159,7 @@ def test_training_loss_and_parameter_gradients_equal_autograd(case, name, kw):
 
 def test_training_uses_the_fast_path(monkeypatch):
     """The r2et loss calls the explicit saliency (twice: at x and at x + h v) and gets it."""
-    import r2et.methods as methods
+    import r2et.explain as explain
 
     calls = []
 
@@ -168,7 +168,7 @@ def test_training_uses_the_fast_path(monkeypatch):
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr(methods, "explicit_saliency", spy)
+    monkeypatch.setattr(explain, "explicit_saliency", spy)
     model, x = make_mlp(), _x((6, 10))
     get_method("r2et", k=3).loss(model, x, torch.arange(6) % 3)
     assert calls == [True, True]

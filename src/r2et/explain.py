@@ -286,6 +286,8 @@ class AttributionRule:
     #: True when the explained class must be fixed at ``x`` before gradients are taken at
     #: other points (noisy copies, path points); plain gradients resolve it in their forward.
     fixes_target: ClassVar[bool] = False
+    #: True when the attribution needs only the gradient at ``x`` (:meth:`from_gradient`).
+    local: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(self.defaults))
@@ -303,6 +305,12 @@ class AttributionRule:
     def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
         """The attribution ``a(x)``, shaped like ``x``."""
         raise NotImplementedError
+
+    def from_gradient(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``a(x)`` from the gradient at ``x`` alone, for ``local`` rules (then
+        :meth:`Explainer.logits_and_attribution` takes logits and attribution from one
+        forward)."""
+        raise NotImplementedError(f"explainer {self.name!r} is not local to x")
 
 
 EXPLAINERS: Registry[type[AttributionRule]] = Registry("explainer")
@@ -351,9 +359,13 @@ class Gradient(AttributionRule):
     """Gradient saliency (Simonyan et al., 2014): ``a(x) = ∂f_c(x)/∂x``."""
 
     name = "grad"
+    local = True
 
     def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
         return grad(x, create_graph)
+
+    def from_gradient(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return g
 
 
 @register_explainer
@@ -361,9 +373,13 @@ class GradientXInput(AttributionRule):
     """Gradient × input (Shrikumar et al., 2016): ``a(x) = x ⊙ ∂f_c(x)/∂x``."""
 
     name = "grad_x_input"
+    local = True
 
     def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
         return x * grad(x, create_graph)
+
+    def from_gradient(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x * g
 
 
 @register_explainer
@@ -635,6 +651,42 @@ class Explainer:
         attr = self.attribute(model, x, target, create_graph=create_graph, **forward_kwargs)
         return self.reduce_attr(attr)
 
+    def logits_and_attribution(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+        create_graph: bool = False,
+        need_logits: bool = True,
+        **forward_kwargs: Any,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(logits, target, a(x))`` from one forward pass where the rule allows it: the
+        saliency engine that training terms call (logits for the cross-entropy, the explained
+        class, the attribution with ``create_graph``).
+
+        For rules local to ``x`` (``grad``, ``grad_x_input``) the logits and ``∂f_c/∂x`` come
+        from the same forward (for a piecewise-linear model with ``create_graph`` and
+        ``fast``: the explicit computation of :func:`r2et.fastpath.saliency`, one backward
+        instead of a double backward); other rules run one forward for the logits and
+        :meth:`attribute`. ``target``: None (predicted class), an int, an ``(N,)`` tensor
+        (used as given) or a callable of the detached logits. ``need_logits=False`` lets the
+        fast path skip the logits (then None may be returned for them).
+        """
+        check_batch("x", x)
+        second = second_order() if create_graph else contextlib.nullcontext()
+        with torch.enable_grad(), second:
+            if self.rule.local:
+                logits, t, g = self._forward_gradient(
+                    model, x, target, create_graph, forward_kwargs, need_logits
+                )
+                return logits, t, self.rule.from_gradient(x, g)
+            logits = None
+            if need_logits or callable(target) or target is None:
+                logits = model(x, **forward_kwargs)
+            t = _resolve(logits, target) if logits is not None else target
+            attr = self.attribute(model, x.detach(), t, create_graph, **forward_kwargs)
+            return logits, t, attr
+
     def resolve_target(
         self,
         model: Callable[..., torch.Tensor],
@@ -656,12 +708,7 @@ class Explainer:
     ) -> torch.Tensor:
         """Per-row scalar output ``f_c(x)``, shape (N,)."""
         logits = _logits(model, x, fkw)
-        t = _selected_target(logits, target)
-        if self.output == "logit":
-            return logits.gather(1, t[:, None]).squeeze(1)
-        if self.output == "prob":
-            return logits.softmax(1).gather(1, t[:, None]).squeeze(1)
-        return F.cross_entropy(logits, t, reduction="none")
+        return select_output(logits, _selected_target(logits, target), self.output)
 
     def _gradient(
         self,
@@ -674,16 +721,36 @@ class Explainer:
         """``∂f_c/∂x`` for every row from one backward pass over the summed batch output; with
         ``create_graph`` and a piecewise-linear model, the explicit computation of
         :func:`r2et.fastpath.saliency` instead (same values and gradients, one backward)."""
-        if create_graph and self.fast and not fkw:
-            check_model_input(model, x)
-            pick = lambda lg: _selected_target(_checked_logits(lg, x), target)  # noqa: E731
-            fast = explicit_saliency(model, x, pick, self.output, need_logits=False)
+        check_model_input(model, x)
+        pick = lambda lg: _selected_target(_checked_logits(lg, x), target)  # noqa: E731
+        return self._forward_gradient(model, x, pick, create_graph, fkw, False)[2]
+
+    def _forward_gradient(
+        self,
+        model: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        target: Any,
+        create_graph: bool,
+        fkw: dict[str, Any],
+        need_logits: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(logits, target, ∂f_c/∂x)`` from one forward: the one place r2et differentiates
+        an explained output (explicitly on the fast path, else by autograd, where the logit's
+        backward is seeded with the one-hot targets, ``Jᵀ e_c``)."""
+        if create_graph and self.fast:
+            picked: list[torch.Tensor] = []
+
+            def pick(logits: torch.Tensor) -> torch.Tensor:
+                picked.append(_resolve(logits, target))
+                return picked[0]
+
+            fast = explicit_saliency(model, x, pick, self.output, fkw, need_logits)
             if fast is not None:
-                return fast[1]
+                return fast[0], picked[0], fast[1]
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
-        out = self._selected(model, xg, target, fkw)
-        (g,) = torch.autograd.grad(out.sum(), xg, create_graph=create_graph)
-        return g
+        logits = model(xg, **fkw)
+        t = _resolve(logits, target)
+        return logits, t, _output_grad(logits, xg, t, self.output, create_graph)
 
     def _gradient_fn(
         self,
@@ -708,6 +775,40 @@ class Explainer:
             return g
 
         return grad
+
+
+def _resolve(logits: torch.Tensor, target: Any) -> torch.Tensor:
+    """The explained classes: ``target(logits)`` for a callable, a tensor as given, else
+    (None or an int) checked against the logits by :func:`_selected_target`."""
+    if callable(target):
+        return target(logits.detach())
+    if isinstance(target, torch.Tensor) and target.dim() == 1:
+        return target
+    return _selected_target(logits, target)
+
+
+def select_output(logits: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
+    """The explained scalar per row: the target's logit, its softmax probability or its CE."""
+    if output == "logit":
+        return logits.gather(1, target[:, None]).squeeze(1)
+    if output == "prob":
+        return logits.softmax(1).gather(1, target[:, None]).squeeze(1)
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def _output_grad(
+    logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor, output: str, create_graph: bool
+) -> torch.Tensor:
+    """``∂f_c/∂x`` for every row. For the logit the backward is seeded with the one-hot
+    targets directly (``Jᵀ e_c``), which saves the gather/sum nodes of the double-backward
+    graph; other outputs differentiate ``Σ_n f_{c_n}(x_n)``."""
+    if output == "logit":
+        seed = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
+        (g,) = torch.autograd.grad(logits, x, grad_outputs=seed, create_graph=create_graph)
+        return g
+    out = select_output(logits, target, output).sum()
+    (g,) = torch.autograd.grad(out, x, create_graph=create_graph)
+    return g
 
 
 def _check_ig_baseline(baseline: Any) -> None:

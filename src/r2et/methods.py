@@ -100,8 +100,7 @@ from torch import nn
 
 from r2et._checks import check_batch, check_choice, check_k, check_labels
 from r2et._registry import Registry
-from r2et.explain import Explainer, check_second_order
-from r2et.fastpath import saliency as explicit_saliency
+from r2et.explain import Explainer, check_second_order, select_output
 from r2et.metrics import topk_mask
 from r2et.models import has_relu, relu_to_softplus, second_order
 
@@ -236,64 +235,7 @@ def topk_gap_of(
 
 
 # ---------------------------------------------------------------------------- saliency
-def _select_output(logits: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
-    """The explained scalar per row: target logit, its softmax probability, or its CE."""
-    if output == "logit":
-        return logits.gather(1, target[:, None]).squeeze(1)
-    if output == "prob":
-        return logits.softmax(1).gather(1, target[:, None]).squeeze(1)
-    return F.cross_entropy(logits, target, reduction="none")
-
-
-def _output_grad(
-    logits: torch.Tensor, x: torch.Tensor, target: torch.Tensor, output: str
-) -> torch.Tensor:
-    """``∂f_c/∂x`` for every row, with a graph to the parameters (``create_graph=True``).
-
-    For the logit the backward is seeded with the one-hot targets directly (``Jᵀ e_c``), which
-    saves the gather/sum nodes of ``∂(Σ_n logit_{n,c_n})/∂x`` in the double-backward graph.
-    """
-    if output == "logit":
-        seed = torch.zeros_like(logits).scatter_(1, target[:, None], 1.0)
-        (g,) = torch.autograd.grad(logits, x, grad_outputs=seed, create_graph=True)
-        return g
-    (g,) = torch.autograd.grad(_select_output(logits, target, output).sum(), x, create_graph=True)
-    return g
-
-
 Target = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
-
-
-def _logits_and_grad(
-    ex: Any,
-    model: Callable[..., torch.Tensor],
-    x: torch.Tensor,
-    target: Target,
-    fkw: dict[str, Any],
-    need_logits: bool = True,
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(logits, target, ∂f_c/∂x)`` at ``x``, the gradient with a graph to the parameters.
-
-    For a piecewise-linear model (and ``ex.fast``) the gradient is the explicit computation
-    of :func:`r2et.fastpath.saliency`: same value and parameter gradients as autograd's, one
-    backward instead of a double backward; otherwise :func:`_output_grad`. ``target`` is a
-    tensor or a callable of the detached logits; ``need_logits=False`` may return None logits.
-    """
-    x = x.detach()
-    if getattr(ex, "fast", True):
-        picked: list[torch.Tensor] = []
-
-        def pick(logits: torch.Tensor) -> torch.Tensor:
-            picked.append(target(logits) if callable(target) else target)
-            return picked[0]
-
-        fast = explicit_saliency(model, x, pick, ex.output, fkw, need_logits)
-        if fast is not None:
-            return fast[0], picked[0], fast[1]
-    xg = x.requires_grad_(True)
-    logits = model(xg, **fkw)
-    t = target(logits) if callable(target) else target
-    return logits, t, _output_grad(logits, xg, t, ex.output)
 
 
 def _attribution(
@@ -307,16 +249,18 @@ def _attribution(
     """``(logits, target, a(x))``: the explainer's attribution at ``x`` with a graph to the
     parameters (``create_graph=True``), the one saliency helper of every training term.
 
-    Gradient saliency (``a = g`` or ``x ⊙ g``) comes from the same forward pass as the logits
-    (:func:`_logits_and_grad`: the explicit fast path where it applies); other explainers run
-    ``ex.attribute``. ``target``: a tensor, or a callable of the detached logits.
+    r2et's explainers answer it with :meth:`~r2et.Explainer.logits_and_attribution` (gradient
+    saliency and the logits from one forward pass, on the explicit fast path where it
+    applies); another explainer that declares second-order support runs one forward for the
+    logits and its ``attribute``. ``target``: a tensor, or a callable of the detached logits.
     """
-    if ex.method in ("grad", "grad_x_input"):
-        logits, t, g = _logits_and_grad(ex, model, x, target, fkw, need_logits)
-        return logits, t, (g if ex.method == "grad" else x.detach() * g)
+    x = x.detach()
+    engine = getattr(ex, "logits_and_attribution", None)
+    if engine is not None:
+        return engine(model, x, target, create_graph=True, need_logits=need_logits, **fkw)
     logits = model(x, **fkw) if need_logits or callable(target) else None
-    t = target(logits) if callable(target) else target
-    return logits, t, ex.attribute(model, x.detach(), t, create_graph=True, **fkw)
+    t = target(logits.detach()) if callable(target) else target
+    return logits, t, ex.attribute(model, x, t, create_graph=True, **fkw)
 
 
 def _per_sample_kwargs(fkw: dict[str, Any], n: int) -> tuple[list[str], dict[str, Any]]:
@@ -351,7 +295,7 @@ def input_hessian(
     def f(xi: torch.Tensor, ti: torch.Tensor, *vals: torch.Tensor) -> torch.Tensor:
         kw = {**shared, **{k: v.unsqueeze(0) for k, v in zip(per, vals)}}
         logits = model(xi.view(1, *x.shape[1:]), **kw)
-        return _select_output(logits, ti.view(1), output).squeeze(0)
+        return select_output(logits, ti.view(1), output).squeeze(0)
 
     flat = x.detach().flatten(1)
     with second_order():

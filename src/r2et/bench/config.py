@@ -84,6 +84,12 @@ class BenchConfig:
         return copy.deepcopy(asdict(self))
 
     @classmethod
+    def coerce(cls, cfg: BenchConfig | dict[str, Any]) -> BenchConfig:
+        """``cfg`` itself, or the configuration its JSON form (:meth:`to_dict`: what crosses
+        process and machine boundaries to workers) describes."""
+        return cfg if isinstance(cfg, BenchConfig) else cls.from_dict(cfg)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
         """Build from a (possibly partial) dict; unknown keys, values of the wrong type or
         outside their range raise ``ValueError`` naming the setting."""
@@ -292,22 +298,22 @@ def _check_dataset_options(name: str, opts: Any, methods: list[str]) -> None:
             _check_section(sec, opts[sec], where=f"{where}.")
 
 
-def dataset_settings(cfg: dict[str, Any], ds: Any) -> tuple[int, float, dict[str, Any]]:
-    """``(k, eps, options)`` of dataset ``ds`` in the benchmark configuration ``cfg`` (a
-    :meth:`BenchConfig.to_dict`): ``[datasets_options.NAME]`` (keyed by the registry name) over
-    the dataset's ``default_k`` and ``default_eps``."""
-    opts = cfg["datasets_options"].get(ds.info.get("loader", ds.name), {})
+def dataset_settings(cfg: BenchConfig, ds: Any) -> tuple[int, float, dict[str, Any]]:
+    """``(k, eps, options)`` of dataset ``ds`` in the benchmark configuration ``cfg``:
+    ``[datasets_options.NAME]`` (keyed by the registry name) over the dataset's ``default_k``
+    and ``default_eps``."""
+    opts = cfg.datasets_options.get(ds.info.get("loader", ds.name), {})
     k = int(opts.get("k", ds.default_k))
     eps = float(opts.get("eps", ds.default_eps))
     return k, eps, opts
 
 
-def load_bench_dataset(name: str, seed: int, cfg: dict[str, Any]) -> Any:
+def load_bench_dataset(name: str, seed: int, cfg: BenchConfig) -> Any:
     """Dataset ``name`` split by ``seed``, with the ``load`` keywords of its
     ``[datasets_options.NAME]`` table."""
     from r2et.data import load_dataset
 
-    opts = cfg["datasets_options"].get(name, {})
+    opts = cfg.datasets_options.get(name, {})
     return load_dataset(name, seed=seed, **opts.get("load", {}))
 
 

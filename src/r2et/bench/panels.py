@@ -128,9 +128,8 @@ def build_saliency_panel(
         return None
     dev = torch.device(device) if device is not None else torch.device("cpu")
     seed = int(models[0][1]["seed"])
-    config = cfg.to_dict()
-    ds = load_bench_dataset(dataset, seed, config)
-    k, eps, _ = dataset_settings(config, ds)
+    ds = load_bench_dataset(dataset, seed, cfg)
+    k, eps, _ = dataset_settings(cfg, ds)
     x = ds.test[0][:n_images]
     bounds = ds.bounds if cfg.evaluate.get("box", True) else None
     ex = Explainer("grad")

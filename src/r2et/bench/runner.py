@@ -68,9 +68,9 @@ def _device(name: str | None) -> torch.device:
     return check_device("device", name or None)
 
 
-def _setup_threads(cfg: dict[str, Any]) -> None:
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
+def _setup_threads(cfg: BenchConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
 
 
 def _model_bytes(model: torch.nn.Module) -> dict[str, Any]:
@@ -99,12 +99,13 @@ def _model_from_bytes(blob: dict[str, Any]) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------- tasks
-def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+def pretrain_task(dataset: str, seed: int, cfg: BenchConfig | dict[str, Any]) -> dict[str, Any]:
     """Train the vanilla model of ``dataset`` from scratch with seed ``seed`` (``pretrain``
     settings); returns the model as safetensors bytes with its spec and validation accuracy."""
     from r2et.models import build_model
     from r2et.train import fit
 
+    cfg = BenchConfig.coerce(cfg)
     _setup_threads(cfg)
     ds = load_bench_dataset(dataset, seed, cfg)
     _, _, opts = dataset_settings(cfg, ds)
@@ -112,7 +113,7 @@ def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any
     name = spec.pop("name")
     torch.manual_seed(seed)
     model = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
-    pre = {**cfg["pretrain"], **opts.get("pretrain", {})}
+    pre = {**cfg.pretrain, **opts.get("pretrain", {})}
     t0 = time.perf_counter()
     val_acc = None
     if int(pre["epochs"]) > 0:
@@ -124,7 +125,7 @@ def pretrain_task(dataset: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any
             lr=float(pre["lr"]),
             batch_size=int(pre["batch_size"]),
             seed=seed,
-            device=_device(cfg.get("device")),
+            device=_device(cfg.device),
             progress=False,
         )
         model, val_acc = res.model, res.best_val_accuracy
@@ -240,7 +241,7 @@ def evaluate_cell(
 
 
 def cell_task(
-    cell: dict[str, Any], cfg: dict[str, Any], pretrained: dict[str, Any]
+    cell: dict[str, Any], cfg: BenchConfig | dict[str, Any], pretrained: dict[str, Any]
 ) -> dict[str, Any]:
     """Fine-tune the pre-trained model with the cell's method and evaluate it; returns the
     result row (JSON-ready) with the fine-tuned model as bytes under ``"_model"``, or
@@ -254,11 +255,12 @@ def cell_task(
 
 
 def _cell_task(
-    cell: dict[str, Any], cfg: dict[str, Any], pretrained: dict[str, Any]
+    cell: dict[str, Any], cfg: BenchConfig | dict[str, Any], pretrained: dict[str, Any]
 ) -> dict[str, Any]:
     from r2et.methods import get_method
     from r2et.train import fit
 
+    cfg = BenchConfig.coerce(cfg)
     _setup_threads(cfg)
     ds = load_bench_dataset(cell["dataset"], cell["seed"], cfg)
     k, eps, opts = dataset_settings(cfg, ds)
@@ -266,7 +268,7 @@ def _cell_task(
     weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
     params = dict(opts.get("params", {}).get(cell["method"], {}))
     method = get_method(cell["method"], k=k, **{**params, **weights})
-    ft = {**cfg["finetune"], **opts.get("finetune", {})}
+    ft = {**cfg.finetune, **opts.get("finetune", {})}
     t0 = time.perf_counter()
     res = fit(
         model,
@@ -276,7 +278,7 @@ def _cell_task(
         lr=float(ft["lr"]),
         batch_size=int(ft["batch_size"]),
         seed=int(cell["seed"]),
-        device=_device(cfg.get("device")),
+        device=_device(cfg.device),
         progress=False,
     )
     train_seconds = time.perf_counter() - t0
@@ -291,7 +293,7 @@ def _cell_task(
         "train_seconds_per_epoch": res.seconds_per_epoch,
         "train_seconds": train_seconds,
     }
-    ev = {**cfg["evaluate"], **opts.get("evaluate", {})}
+    ev = {**cfg.evaluate, **opts.get("evaluate", {})}
     row.update(evaluate_cell(res.model, ds, k, eps, ev, int(cell["seed"])))
     row["method_config"] = method.config()
     row["_model"] = _model_bytes(res.model.cpu())
@@ -386,10 +388,9 @@ def check_grid(cfg: BenchConfig) -> None:
     from r2et.explain import Explainer
     from r2et.methods import get_method
 
-    config = cfg.to_dict()
     for name in cfg.datasets:
-        ds = load_bench_dataset(name, int(cfg.seeds[0]), config)
-        k, _, opts = dataset_settings(config, ds)
+        ds = load_bench_dataset(name, int(cfg.seeds[0]), cfg)
+        k, _, opts = dataset_settings(cfg, ds)
         n_units = int(Explainer("grad").unit_index(tuple(ds.input_shape)).max()) + 1
         try:
             check_k(k, n_units)
