@@ -69,6 +69,7 @@ import torch
 from torch import nn
 
 from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et._kwargs import take_rows
 from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode
@@ -681,11 +682,7 @@ def _smoothed(
 
 
 def _first_row(fkw: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
-    n = x.shape[0]
-    return {
-        key: v[:1] if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n else v
-        for key, v in fkw.items()
-    }
+    return take_rows(fkw, slice(0, 1), x.shape[0])
 
 
 def smoothed_p_at_k_bound(a: Any, u: Any, k: int, f: int) -> Any:

@@ -25,6 +25,7 @@ from r2et._checks import (
     check_model_input,
     check_positive,
 )
+from r2et._kwargs import take_rows
 from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.base import slice_forward_kwargs
 from r2et.data.custom import as_dataset
@@ -463,12 +464,7 @@ def _faithfulness(
 
 def _row_kwargs(kw: dict[str, Any], n: int) -> dict[str, Any]:
     """The first row's slice of per-sample keyword tensors."""
-    return {
-        key: val[:1]
-        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n
-        else val
-        for key, val in kw.items()
-    }
+    return take_rows(kw, slice(0, 1), n)
 
 
 def _per_sample(results: list[AttackResult], k: int) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ from r2et._checks import (
     check_model_input,
     check_positive,
 )
+from r2et._kwargs import repeat_batch, repeat_rows
 from r2et._registry import Registry
 from r2et._second_order import second_order
 from r2et.fastpath import saliency as explicit_saliency
@@ -211,11 +212,6 @@ def _reduce(attr: torch.Tensor, reduce: str | None) -> torch.Tensor:
     return s.flatten(1)
 
 
-def repeat_batch(t: torch.Tensor, reps: int) -> torch.Tensor:
-    """Stack ``reps`` copies of a batch: ``(N, ...) -> (reps·N, ...)``, copy-major order."""
-    return t.repeat(reps, *([1] * (t.dim() - 1)))
-
-
 def repeat_forward_kwargs(kwargs: dict[str, Any], n: int, reps: int) -> dict[str, Any]:
     """Repeat every tensor keyword whose first dimension is the batch size ``n``.
 
@@ -223,13 +219,7 @@ def repeat_forward_kwargs(kwargs: dict[str, Any], n: int, reps: int) -> dict[str
     batch is expanded for SmoothGrad samples, IG steps or thickness perturbations; anything else
     (shared tensors, flags) passes through unchanged.
     """
-    out = {}
-    for key, val in kwargs.items():
-        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n:
-            out[key] = repeat_batch(val, reps)
-        else:
-            out[key] = val
-    return out
+    return repeat_rows(kwargs, n, reps)
 
 
 def check_second_order(ex: Any, user: str, instead: str) -> None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r2et._checks import check_batch, check_choice, check_int, check_positive
+from r2et._kwargs import split_kwargs
 from r2et.attacks._common import LogitRecorder
 from r2et.explain import Explainer, check_second_order
 from r2et.metrics import thickness
@@ -232,12 +233,7 @@ class CaptumExplainer:
             model = model.model  # module itself (hooks), and its logits are not reused here
         n = x.shape[0]
         t = self.resolve_target(model, x, target, **forward_kwargs)
-        per = [
-            k
-            for k, v in forward_kwargs.items()
-            if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n
-        ]
-        shared = {k: v for k, v in forward_kwargs.items() if k not in per}
+        per, shared = split_kwargs(forward_kwargs, n)
         args: list[torch.Tensor] = [forward_kwargs[k] for k in per]
         output = self.output
         captum_target: torch.Tensor | None = t

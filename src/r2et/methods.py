@@ -99,6 +99,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r2et._checks import check_batch, check_choice, check_k, check_labels
+from r2et._kwargs import split_kwargs
 from r2et._registry import Registry
 from r2et.explain import Explainer, check_second_order, select_output
 from r2et.metrics import topk_mask
@@ -263,15 +264,6 @@ def _attribution(
     return logits, t, ex.attribute(model, x, t, create_graph=True, **fkw)
 
 
-def _per_sample_kwargs(fkw: dict[str, Any], n: int) -> tuple[list[str], dict[str, Any]]:
-    """Split forward kwargs into per-sample tensors (first dimension ``n``) and shared values."""
-    per = [
-        k for k, v in fkw.items() if isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == n
-    ]
-    shared = {k: v for k, v in fkw.items() if k not in per}
-    return per, shared
-
-
 def input_hessian(
     model: Callable[..., torch.Tensor],
     x: torch.Tensor,
@@ -290,7 +282,7 @@ def input_hessian(
     from torch.func import hessian, vmap
 
     n = x.shape[0]
-    per, shared = _per_sample_kwargs(forward_kwargs, n)
+    per, shared = split_kwargs(forward_kwargs, n)
 
     def f(xi: torch.Tensor, ti: torch.Tensor, *vals: torch.Tensor) -> torch.Tensor:
         kw = {**shared, **{k: v.unsqueeze(0) for k, v in zip(per, vals)}}

@@ -12,6 +12,7 @@ import torch
 
 from r2et._ball import project_ball
 from r2et._checks import check_k
+from r2et._kwargs import take_rows as take_rows  # used by the attacks
 from r2et.metrics import cosine_distance, precision_at_k, topk_kendall, topk_mask, topk_spearman
 
 
@@ -293,16 +294,6 @@ def feasible(
         if box is not None:
             z = torch.maximum(torch.minimum(z, box[1]), box[0])
     return z
-
-
-def take_rows(kw: dict[str, Any], idx: torch.Tensor, n: int) -> dict[str, Any]:
-    """Rows ``idx`` of every per-sample keyword tensor (first dimension ``n``)."""
-    return {
-        key: val[idx]
-        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n
-        else val
-        for key, val in kw.items()
-    }
 
 
 def rowwise(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

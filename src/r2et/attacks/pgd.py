@@ -53,6 +53,7 @@ from torch import nn
 
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et._kwargs import repeat_rows
 from r2et.attacks._common import (
     AttackResult,
     as_bounds,
@@ -91,18 +92,6 @@ def apgd_checkpoints(steps: int) -> list[int]:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     its = {math.ceil(round(q * steps, 9)) for q in p[1:]}  # round: 0.57·100 is 57.000…01
     return sorted(i for i in its if 0 < i < steps)
-
-
-def repeat_rows(ctx: dict[str, Any], n: int, reps: int) -> dict[str, Any]:
-    """``reps`` copies of every per-row tensor (first dimension ``n``) of ``ctx``."""
-    if reps == 1:
-        return ctx
-    return {
-        key: repeat_batch(v, reps)
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n
-        else v
-        for key, v in ctx.items()
-    }
 
 
 def random_points(

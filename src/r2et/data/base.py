@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from r2et._kwargs import take_rows
+
 SPLITS = ("train", "val", "test")
 MODALITIES = ("tabular", "image", "graph")
 #: The attack budget (l_inf eps) of a modality, where a dataset sets none (``Dataset.eps``):
@@ -20,13 +22,7 @@ def slice_forward_kwargs(
 ) -> dict[str, Any]:
     """Select rows ``idx`` of every tensor keyword whose first dimension is the split size ``n``
     (per-sample side inputs such as a graph's adjacency); other values pass through."""
-    out = {}
-    for key, val in kwargs.items():
-        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n:
-            out[key] = val[idx]
-        else:
-            out[key] = val
-    return out
+    return take_rows(kwargs, idx, n)
 
 
 @dataclass
