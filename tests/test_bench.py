@@ -373,3 +373,30 @@ def test_training_cost_plot_skips_untimeable_datasets(tmp_path):
     assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
     assert plot_training_cost(rows[3:], tmp_path / "none.png", epochs=5) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_explainer_generalisation_columns_and_table(tmp_path, toml_path):
+    """``evaluate.explainers``: each cell also reports P@k and deletion gain of the other
+    explainers under the same ensemble; the report gets a table of them."""
+    from r2et.bench.report import explainer_table
+
+    cfg = load_config(
+        toml_path,
+        datasets=["breast-cancer"],
+        methods=["vanilla", "r2et"],
+        seeds=[0],
+        evaluate={"n": 4, "budgets": [], "thickness_samples": 1, "preset": "fast",
+                  "explainers": ["grad_x_input", "ig"], "explainer_n": 3},
+    )  # fmt: skip
+    out = tmp_path / "run"
+    rows = run_bench(cfg, out, progress=False)
+    for r in rows:
+        for name in ("grad_x_input", "ig"):
+            assert 0.0 <= r[f"x_{name}_p_at_k"] <= 1.0
+            assert isinstance(r[f"x_{name}_deletion_gain"], float)
+    table = explainer_table(rows, cfg.max_acc_drop)
+    assert "grad_x_input P@k / del." in table and "ig P@k / del." in table
+    assert table.count("| breast-cancer |") == 2
+    assert "## Explainer generalisation" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="lime"):
+        load_config(toml_path, evaluate={"explainers": ["lime"]})

@@ -39,6 +39,10 @@ DESIGN_ORDER = [
     "r2et-mm",
     "r2et-noh",
     "r2et-mm-noh",
+    "r2et-sp",
+    "r2et-loss",
+    "r2et-exp",
+    "r2et-adaptive",
     "r2et-cert",
 ]
 
@@ -691,3 +695,66 @@ def test_rows_name_their_terms():
         terms = get_method(name, k=8).terms
         assert tuple(type(t) for t in terms) == kinds, name
     assert get_method("r2et-mm", k=8).terms[0] == RankingGap(boundary=True)
+
+
+# ------------------------------------------------------------------ issue-10 variants
+def test_pairwise_exp_term_equals_the_pair_sum_by_brute_force():
+    from r2et.methods import normalize_scores
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(7, 9), torch.nn.Tanh(), torch.nn.Linear(9, 3))
+    x, y = torch.randn(5, 7), torch.tensor([0, 1, 2, 0, 1])
+    method = get_method("r2et-exp", k=3, lam=0.5, mu=0.0)
+    loss, logs = method.loss(model, x, y)
+    ex = Explainer("grad")
+    s = ex.scores(model, x)
+    sh = normalize_scores(s, "mean")
+    total = 0.0
+    for n in range(5):
+        top = set(s[n].topk(3).indices.tolist())
+        pairs = [(i, j) for i in top for j in range(7) if j not in top]
+        total += sum(float(torch.exp(-(sh[n, i] - sh[n, j]))) for i, j in pairs) / len(pairs)
+    assert abs(logs["pair_exp"] - total / 5) < 1e-5
+    ce = torch.nn.functional.cross_entropy(model(x), y)
+    assert abs(float(loss) - (float(ce) + 0.5 * total / 5)) < 1e-5
+
+
+def test_path_thickness_term_is_the_gap_at_a_seeded_ball_point():
+    from r2et.methods import ranking_gap
+    from r2et.metrics import topk_mask
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Softplus(), torch.nn.Linear(8, 2))
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 1, 0])
+    method = get_method("r2et-sp", k=2, lam=0.0, mu=0.0, nu=1.0, adaptive=False, tx_radius=0.2)
+    torch.manual_seed(7)
+    _, logs = method.loss(model, x, y)
+    ex = Explainer("grad")
+    pred = model(x).argmax(1)
+    s = ex.scores(model, x, pred)
+    torch.manual_seed(7)
+    x2 = x + (torch.rand_like(x) * 2 - 1) * 0.2
+    gap = ranking_gap(ex.scores(model, x2, pred), topk_mask(s, 2), None, "mean").mean()
+    assert abs(logs["thick"] - float(gap)) < 1e-6
+    relu = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    prepared = method.prepare(relu)
+    assert isinstance(prepared[1], torch.nn.Softplus)
+    assert prepared.r2et_transforms[-1]["name"] == "relu_to_softplus"
+
+
+def test_variant_rows_are_data():
+    """The issue-10 variants are registered rows of existing terms (no code path of their own)."""
+    from r2et.methods import METHODS
+
+    assert METHODS.get("r2et-loss").output == "loss"
+    assert get_method("r2et-adaptive", k=2).hyperparameters["adaptive"] is True
+    assert get_method("r2et-sp", k=2).hyperparameters["adaptive"] is True
+    names = [type(t).__name__ for t in METHODS.get("r2et-sp").terms]
+    assert names == [
+        "SoftplusActivations",
+        "RankingGap",
+        "FiniteDifferenceHessian",
+        "PathThickness",
+    ]
+    with pytest.raises(ValueError, match="tx_radius"):
+        get_method("r2et-sp", k=2, tx_radius=0.0)

@@ -599,6 +599,60 @@ class RankingGap(_AffineTerm):
 
 
 @dataclass(frozen=True)
+class PairwiseExp(Term):
+    """``R = mean_n mean_{i∈T, j∉T} exp(−(ŝ_i − ŝ_j))`` (log ``pair_exp``, weight ``lam``):
+    the exponential (soft) form of R2ET's pairwise ranking objective on scale-free scores
+    ``ŝ`` (``normalize``), T the current top-k (detached). It weighs the pairs closest to
+    swapping most, between the plain gap (every pair alike) and R2ET-mm (the closest pair
+    only). The pair mean factorises, ``mean_i exp(−ŝ_i) · mean_j exp(ŝ_j)``: O(F) per row."""
+
+    name: ClassVar[str] = "pair_exp"
+    weight_key: ClassVar[str | None] = "lam"
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"lam": 0.01, "normalize": "mean"}
+
+    def value(self, step: Step) -> torch.Tensor:
+        s = normalize_scores(step.scores, step.hp["normalize"])
+        top = topk_mask(step.scores.detach(), step.k).to(s.dtype)
+        k, f = step.k, s.shape[1]
+        inside = (torch.exp(-s) * top).sum(1) / k
+        outside = (torch.exp(s) * (1 - top)).sum(1) / (f - k)
+        return (inside * outside).mean()
+
+
+@dataclass(frozen=True)
+class PathThickness(_AffineTerm):
+    """``R = mean_n gap_T(ŝ(x_n + u_n))`` (log ``thick``, weight ``−nu``): a one-sample
+    estimate of the explanation thickness (Chen et al., Def. 4.1) as a training term, the
+    official code's ``tx``: the clean top-k ``T`` (detached) kept ranked above the rest at a
+    point ``u_n`` drawn uniformly from the l_inf ball of radius ``tx_radius`` around ``x_n``
+    (the global RNG, seeded by :func:`r2et.fit`), scale-free by ``normalize``. Costs one more
+    saliency (no logits)."""
+
+    name: ClassVar[str] = "thick"
+    weight_key: ClassVar[str | None] = "nu"
+    sign: ClassVar[float] = -1.0
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"nu": 0.01, "tx_radius": 0.3, "normalize": "mean"}
+
+    def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
+        r = step.hp["tx_radius"]
+        x = step.x.detach()
+        x2 = x + (torch.rand_like(x) * 2 - 1) * r
+        scores2 = step.explainer.reduce_attr(step.attribution_at(x2))
+        mask = topk_mask(step.scores.detach(), step.k)
+        return ranking_gap(scores2, mask, None, step.hp["normalize"]).mean(), 1.0, 0.0
+
+
+@dataclass(frozen=True)
 class FiniteDifferenceHessian(_AffineTerm):
     """``R = mean_n ‖(g(x + h v) − g(x)) / h‖₂`` (log ``hess``, weight ``mu``) with
     ``v = sign(g(x))`` (detached), an l_inf-unit direction, so ``h`` is an l_inf step: the
@@ -963,7 +1017,7 @@ def list_methods() -> list[str]:
 
 
 # ---------------------------------------------------------------------------- hyperparameters
-_POSITIVE = ("h", "beta", "at_eps", "at_step_size", "cert_eps")
+_POSITIVE = ("h", "beta", "at_eps", "at_step_size", "cert_eps", "tx_radius")
 
 
 def _check_hyperparameter(name: str, key: str, value: Any, row: MethodRow | None = None) -> Any:
@@ -1059,6 +1113,32 @@ for _name, _row in {
         "CE + lam * (-gap of the m weakest top-k vs m strongest others)",
         (RankingGap(boundary=True),),
         {**_NOH_DEFAULTS, "m": 1},
+        "lam",
+    ),
+    "r2et-sp": MethodRow(
+        "the official code's default: Softplus(beta) activations + lam * (-top-k gap) "
+        "+ mu * est-h term + nu * (-one-sample thickness), adaptive weights",
+        (SoftplusActivations(), RankingGap(), FiniteDifferenceHessian(), PathThickness()),
+        {**_R2ET_DEFAULTS, "nu": 0.01, "tx_radius": 0.3, "adaptive": True},
+        "lam",
+    ),
+    "r2et-loss": MethodRow(
+        "CE + lam * (-top-k gap) + mu * est-h term, on the loss-gradient saliency",
+        (RankingGap(), FiniteDifferenceHessian()),
+        _R2ET_DEFAULTS,
+        "lam",
+        output="loss",
+    ),
+    "r2et-exp": MethodRow(
+        "CE + lam * mean over top-k/other pairs of exp(-(s_i - s_j)) + mu * est-h term",
+        (PairwiseExp(), FiniteDifferenceHessian()),
+        {**_R2ET_DEFAULTS},
+        "lam",
+    ),
+    "r2et-adaptive": MethodRow(
+        "R2ET with adaptive weights: w * (CE + 1)/|R| per term (detached)",
+        (RankingGap(), FiniteDifferenceHessian()),
+        {**_R2ET_DEFAULTS, "adaptive": True},
         "lam",
     ),
     "r2et-cert": MethodRow(

@@ -43,7 +43,9 @@ class BenchConfig:
     ``preset`` of the :class:`~r2et.EnsembleAttack` whose P@k is the reported stability,
     ``box`` (attacks stay inside the data's valid box), ``steps`` of the paper's ERAttack and
     MSEAttack (reported beside it), ``budgets`` (multiples of eps for the P@k-versus-budget
-    curve, measured with the ``budget_preset`` ensemble). Selection rule
+    curve, measured with the ``budget_preset`` ensemble), ``explainers`` (optional: other
+    explainers, e.g. ``["smoothgrad", "ig", "grad_x_input"]``, each attacked through itself by
+    the same ensemble on the first ``explainer_n`` inputs: explainer generalisation). Selection rule
     (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
     settings whose mean validation accuracy is within ``max_acc_drop`` of vanilla's and whose
     mean deletion gain is at least ``min_deletion_ratio`` times vanilla's (None: no
@@ -181,6 +183,7 @@ _INT_LIMITS = {
     "steps": (1, 1_000_000),
     "thickness_samples": (1, 10_000),
     "thickness_steps": (1, 10_000),
+    "explainer_n": (1, 100_000_000),
 }
 _SECTION_KEYS = {
     "pretrain": ("epochs", "lr", "batch_size"),
@@ -195,11 +198,13 @@ _SECTION_KEYS = {
         "thickness_samples",
         "thickness_steps",
         "certify",
+        "explainers",
+        "explainer_n",
     ),
 }
 _DATASET_OPTION_KEYS = ("eps", "k", "model", "load", "params", *_SECTIONS)
 #: Section keys that a complete configuration may leave out.
-_OPTIONAL_KEYS = frozenset({"certify"})
+_OPTIONAL_KEYS = frozenset({"certify", "explainers", "explainer_n"})
 
 
 def _check_names(key: str, names: Any, allowed: list[str]) -> None:
@@ -249,6 +254,15 @@ def _check_section(sec: str, table: Any, complete: bool = False, where: str = ""
                 check_number(name, b, 0, 1000, low_open=True)
             if len(set(float(b) for b in val)) != len(val):
                 raise ValueError(f"{name} must not repeat a multiplier, got {val}")
+        elif key == "explainers":  # explainer generalisation: other saliency methods
+            from r2et.explain import list_explainers
+
+            others = [e for e in list_explainers() if e != "grad"]
+            if not isinstance(val, list) or len(set(val)) != len(val):
+                raise ValueError(f"{name} must be a list of distinct explainers from {others}")
+            for e in val:
+                if e not in others:
+                    raise ValueError(f"{name}: {e!r} is not one of {others}")
         elif key == "certify":  # {name: {method = "deterministic"|"smoothed", ...}}
             from r2et.certify import METHODS
 

@@ -143,6 +143,35 @@ def settings_table(
     return "\n".join(lines)
 
 
+def explainer_table(
+    rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
+) -> str:
+    """Explainer generalisation (``evaluate.explainers``): per dataset and method (selected
+    setting), ensemble P@k and deletion gain of gradient saliency (what was trained and
+    reported) beside each other explainer's, attacked through itself by the same ensemble."""
+    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    names = sorted(
+        {
+            k[2 : -len("_p_at_k")]
+            for r in rows
+            for k in r
+            if k.startswith("x_") and k.endswith("_p_at_k")
+        }
+    )
+    head = " | ".join(f"{n} P@k / del." for n in ["grad", *names])
+    lines = [f"| Dataset | Method | {head} |", "|---|---|" + "---:|" * (1 + len(names))]
+    for (d, m), sel in chosen.items():
+        cells = []
+        for key_p, key_d in [(STABILITY, "deletion_gain")] + [
+            (f"x_{n}_p_at_k", f"x_{n}_deletion_gain") for n in names
+        ]:
+            p_at_k = mean_std([r.get(key_p) for r in sel["rows"]])[0]
+            gain = mean_std([r.get(key_d) for r in sel["rows"]])[0]
+            cells.append(f"{p_at_k:.3f} / {gain:.3f}")
+        lines.append(f"| {d} | {m} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def certified_table(
     rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
 ) -> str:
@@ -237,6 +266,20 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
                 "",
             ]
             if cfg.evaluate.get("certify")
+            else []
+        ),
+        *(
+            [
+                "## Explainer generalisation",
+                "",
+                "Each selected model (trained on gradient saliency) explained by other "
+                "explainers, each attacked through itself by the same ensemble: ensemble P@k / "
+                "deletion gain.",
+                "",
+                explainer_table(rows, cfg.max_acc_drop, ratio),
+                "",
+            ]
+            if cfg.evaluate.get("explainers")
             else []
         ),
         "## Plots",

@@ -237,7 +237,31 @@ def evaluate_cell(
         m = evaluate(model, ds, ex, k=k, attacks={"curve": atk}, n=n, seed=seed, faithfulness=False)
         curve[f"{eps * float(b):g}"] = m["attacks"]["curve"]["p_at_k_mean"]
     row["curve"] = dict(sorted(curve.items(), key=lambda kv: float(kv[0])))
+    row.update(_other_explainers(model, ds, k, eps, ev, seed, bounds, preset))
     return row
+
+
+def _other_explainers(
+    model: torch.nn.Module, ds: Any, k: int, eps: float, ev: dict[str, Any], seed: int,
+    bounds: Any, preset: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Explainer generalisation (``ev["explainers"]``): the model trained on gradient saliency
+    explained by each other explainer, attacked through that explainer by the same ensemble on
+    the first ``ev["explainer_n"]`` (default ``n``) test inputs: ``x_<name>_p_at_k`` and
+    ``x_<name>_deletion_gain``."""
+    from r2et.attacks import create_attack
+    from r2et.evaluation import evaluate
+    from r2et.explain import Explainer
+
+    out: dict[str, Any] = {}
+    n = int(ev.get("explainer_n", ev["n"]))
+    for name in ev.get("explainers", []):
+        ex = Explainer(name, **({"seed": seed} if name == "smoothgrad" else {}))
+        atk = create_attack("ensemble", ex, k, eps, bounds=bounds, preset=preset, seed=seed)
+        m = evaluate(model, ds, ex, k=k, attacks={"ensemble": atk}, n=n, seed=seed)
+        out[f"x_{name}_p_at_k"] = m["attacks"]["ensemble"]["p_at_k_mean"]
+        out[f"x_{name}_deletion_gain"] = m["faithfulness"]["deletion_gain"]
+    return out
 
 
 def cell_task(
