@@ -400,3 +400,15 @@ def test_explainer_generalisation_columns_and_table(tmp_path, toml_path):
     assert "## Explainer generalisation" in (out / "report.md").read_text()
     with pytest.raises(ValueError, match="lime"):
         load_config(toml_path, evaluate={"explainers": ["lime"]})
+
+
+def test_unconverged_pretrained_models_are_flagged():
+    from r2et.bench.report import pretrain_warnings
+
+    rows = [
+        {"dataset": "d", "seed": s, "pretrain_val_accuracy": a}
+        for s, a in ((0, 0.95), (1, 0.94), (2, 0.72))
+    ] + [{"dataset": "e", "seed": 0, "pretrain_val_accuracy": None}]
+    warn = pretrain_warnings(rows)
+    assert len(warn) == 1 and "dataset d, seed 2" in warn[0] and "0.230 below" in warn[0]
+    assert pretrain_warnings(rows, gap=0.3) == []

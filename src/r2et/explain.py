@@ -293,8 +293,11 @@ class AttributionRule:
         """Check ``self.kwargs`` (``ValueError`` naming the bad one)."""
 
     def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        """The attribution ``a(x)``, shaped like ``x``."""
-        raise NotImplementedError
+        """The attribution ``a(x)``, shaped like ``x`` (a ``local`` rule: :meth:`from_gradient`
+        of the gradient at ``x``; other rules override it)."""
+        if not self.local:
+            raise NotImplementedError(f"explainer {self.name!r} must define attribute()")
+        return self.from_gradient(x, grad(x, create_graph))
 
     def from_gradient(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """``a(x)`` from the gradient at ``x`` alone, for ``local`` rules (then
@@ -351,9 +354,6 @@ class Gradient(AttributionRule):
     name = "grad"
     local = True
 
-    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        return grad(x, create_graph)
-
     def from_gradient(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return g
 
@@ -364,9 +364,6 @@ class GradientXInput(AttributionRule):
 
     name = "grad_x_input"
     local = True
-
-    def attribute(self, grad: GradientFn, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        return x * grad(x, create_graph)
 
     def from_gradient(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return x * g
