@@ -69,8 +69,8 @@ import torch
 from torch import nn
 
 from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
-from r2et._kwargs import take_rows
-from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
+from r2et._kwargs import repeat_rows, take_rows
+from r2et.explain import Explainer, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode
 
@@ -588,7 +588,7 @@ def _membership_counts(
         reps = min(per, n_samples - done)
         noise = torch.randn((reps, *x.shape), generator=gen, dtype=x.dtype, device=x.device)
         z = (x.unsqueeze(0) + sigma * noise).reshape(-1, *x.shape[1:])
-        kw = repeat_forward_kwargs(fkw, n, reps)
+        kw = repeat_rows(fkw, n, reps)
         t = None if target is None else repeat_batch(target, reps)
         with torch.enable_grad():
             s = ex.scores(model, z, t, **kw).detach()

@@ -508,9 +508,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(x):
         raise ValueError(f"--index must lie in 0..{len(x) - 1} for the {args.split} split")
     idx = slice(args.index, args.index + 1)
-    from r2et.data import slice_forward_kwargs
+    from r2et._kwargs import take_rows
 
-    kw = slice_forward_kwargs(kw, idx, len(x))
+    kw = take_rows(kw, idx, len(x))
     ex = Explainer(args.explainer)
     k = _check_k("--k", args.k if args.k is not None else ds.default_k, ds, ex)
     model = run.model.eval()

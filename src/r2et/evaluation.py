@@ -27,7 +27,6 @@ from r2et._checks import (
 )
 from r2et._kwargs import take_rows
 from r2et.attacks import AttackResult, summarize_metrics
-from r2et.data.base import slice_forward_kwargs
 from r2et.data.custom import as_dataset
 from r2et.explain import Explainer
 from r2et.metrics import deletion, ground_truth_precision, locality, occlusion_agreement, thickness
@@ -52,7 +51,7 @@ def _sync(device: torch.device) -> None:
 
 def _slice_kwargs(kw: dict[str, Any], lo: int, hi: int, n: int, dev: torch.device) -> dict:
     """Rows ``lo:hi`` of the per-sample keywords, every tensor moved to ``dev``."""
-    part = slice_forward_kwargs(kw, slice(lo, hi), n)
+    part = take_rows(kw, slice(lo, hi), n)
     return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in part.items()}
 
 
@@ -210,12 +209,13 @@ def evaluate(
     if int(x.shape[0]) == 0:
         raise ValueError(f"split={split!r} of the dataset is empty")
     truth_of = getattr(ds, "ground_truth_of", None)
+    dev = _device_of(model)
     run = _Run(
-        model=model, ex=ex, k=k, rows=(x, y, kw), dev=_device_of(model),
+        model=model, ex=ex, k=k, rows=(x, y, kw), dev=dev,
         use_labels=getattr(ex, "output", None) == "loss", batch_size=batch_size,
         progress=progress, seed=seed, radius=thickness_radius, t_samples=thickness_samples,
         t_steps=thickness_steps, n_random=n_random,
-        base=_baseline(ds, baseline, _device_of(model)) if faithfulness else None,
+        base=_baseline(ds, baseline, dev) if faithfulness else None,
         patch=_occlusion_patch(x, occlusion_patch),
         truth=truth_of(split, int(x.shape[0])) if truth_of is not None else None,
     )  # fmt: skip

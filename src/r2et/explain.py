@@ -212,14 +212,8 @@ def _reduce(attr: torch.Tensor, reduce: str | None) -> torch.Tensor:
     return s.flatten(1)
 
 
-def repeat_forward_kwargs(kwargs: dict[str, Any], n: int, reps: int) -> dict[str, Any]:
-    """Repeat every tensor keyword whose first dimension is the batch size ``n``.
-
-    Per-sample side inputs (a graph's adjacency and node mask) must follow their sample when a
-    batch is expanded for SmoothGrad samples, IG steps or thickness perturbations; anything else
-    (shared tensors, flags) passes through unchanged.
-    """
-    return repeat_rows(kwargs, n, reps)
+#: Public name of :func:`r2et._kwargs.repeat_rows` (per-sample keywords follow expanded batches).
+repeat_forward_kwargs = repeat_rows
 
 
 def check_second_order(ex: Any, user: str, instead: str) -> None:
@@ -756,7 +750,7 @@ class Explainer:
             if reps == 1:
                 return self._gradient(model, points, target, create_graph, fkw)
             pts = points if points.requires_grad else points.detach().requires_grad_(True)
-            kw = repeat_forward_kwargs(fkw, n, reps)
+            kw = repeat_rows(fkw, n, reps)
             out = self._selected(model, pts, repeat_batch(target, reps), kw)
             (g,) = torch.autograd.grad(out.sum(), pts, create_graph=create_graph)
             return g

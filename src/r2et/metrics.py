@@ -32,7 +32,8 @@ from r2et._checks import (
     check_positive,
     check_scores_pair,
 )
-from r2et.explain import Explainer, quadrature, repeat_batch, repeat_forward_kwargs, sum_columns
+from r2et._kwargs import repeat_rows
+from r2et.explain import Explainer, quadrature, repeat_batch, sum_columns
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -192,7 +193,7 @@ def thickness(
         for lo in range(0, reps, per):
             hi = min(reps, lo + per)
             xt = ((1 - t) * x.unsqueeze(0) + t * xp[lo:hi]).reshape(-1, *x.shape[1:])
-            kw = repeat_forward_kwargs(forward_kwargs, n, hi - lo)
+            kw = repeat_rows(forward_kwargs, n, hi - lo)
             s = ex.scores(model, xt, repeat_batch(tgt, hi - lo), **kw).detach()
             gap = topk_gap(s, repeat_batch(mask, hi - lo)).view(hi - lo, n)
             total = total + w * gap.sum(0)
@@ -284,7 +285,7 @@ def deletion(
     gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
     rand = _random_units(n, valid, k, n_random, gen)
     xr = replace_units(repeat_batch(x, n_random), units, rand, baseline)
-    kw = repeat_forward_kwargs(forward_kwargs, n, n_random)
+    kw = repeat_rows(forward_kwargs, n, n_random)
     p_rand = _class_prob(model, xr, repeat_batch(tgt, n_random), kw).view(n_random, n)
     drop_top = p0 - p_top
     drop_rand = (p0.unsqueeze(0) - p_rand).mean(0)
@@ -332,7 +333,7 @@ def occlusion_scores(
             m = hi - lo
             masks = eye[lo:hi].unsqueeze(1).expand(m, n, n_units).reshape(m * n, n_units)
             xo = replace_units(repeat_batch(x, m), units, masks, baseline)
-            kw = repeat_forward_kwargs(forward_kwargs, n, m)
+            kw = repeat_rows(forward_kwargs, n, m)
             f = ex.output_of(model, xo, repeat_batch(tgt, m), **kw).view(m, n)
             out[:, lo:hi] = (f0.unsqueeze(0) - f).abs().T
     return out

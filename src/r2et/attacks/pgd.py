@@ -68,7 +68,7 @@ from r2et.attacks._common import (
     take_rows,
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
-from r2et.explain import Explainer, check_second_order, repeat_batch, repeat_forward_kwargs
+from r2et.explain import Explainer, check_second_order, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode, has_relu, relu_to_softplus
 
@@ -383,7 +383,7 @@ class ExplanationPGD:
         xr = repeat_batch(x, r)
         xs = feasible(xr, torch.cat(starts).reshape(r * n, *x.shape[1:]), self.eps, self.norm, box)
         pred_r = repeat_batch(pred0, r)
-        kw = repeat_forward_kwargs(fkw, n, r) if r > 1 else fkw
+        kw = repeat_rows(fkw, n, r) if r > 1 else fkw
         if self.keep_prediction and n_random > 0:
             with torch.no_grad():  # a random start that changes the prediction starts at x
                 moved = model(xs, **kw).argmax(1) != pred_r

@@ -27,6 +27,7 @@ import torch
 
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et._kwargs import repeat_rows
 from r2et.attacks._common import (
     AttackResult,
     as_bounds,
@@ -41,8 +42,8 @@ from r2et.attacks._common import (
     take_rows,
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
-from r2et.attacks.pgd import check_explainer, check_skip, repeat_rows
-from r2et.explain import Explainer, repeat_batch, repeat_forward_kwargs
+from r2et.attacks.pgd import check_explainer, check_skip
+from r2et.explain import Explainer, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode
 
@@ -212,7 +213,7 @@ class _Search:
         self.tgt = repeat_batch(tgt, r)
         self.pred0 = repeat_batch(pred0, r)
         self.s0 = repeat_batch(s0, r)
-        self.kw = repeat_forward_kwargs(fkw, n, r) if r > 1 else fkw
+        self.kw = repeat_rows(fkw, n, r) if r > 1 else fkw
         self.top0 = topk_mask(self.s0, k)
         rows = self.x.shape[0]
         dev = x.device

@@ -96,8 +96,7 @@ def compute_saliency_panels(
         if old is not None and all(old["meta"].get(key) == v for key, v in want.items()):
             done.append(desc)
             continue
-        panel = build_saliency_panel(out, rows, cfg, dataset, n_images, preset)
-        assert panel is not None  # models exist
+        panel = _attack_panel(out, cfg, dataset, models, n_images, preset, None)
         meta = panel.pop("meta")
         blob = save({key: v.contiguous() for key, v in panel.items()})
         atomic_write_bytes(tensors, blob)
@@ -118,14 +117,25 @@ def build_saliency_panel(
     """Attack the selected models of ``dataset`` (see the module docstring) on its first
     ``n_images`` test inputs; returns ``{"meta", "x", "clean", "adv", "p_at_k"}`` (tensors on
     the CPU; ``clean``/``adv`` ``(methods, n, F)``), or None when no model was saved."""
+    out = Path(out)
+    models = _selected_models(out, rows, cfg, dataset)
+    return _attack_panel(out, cfg, dataset, models, n_images, preset, device) if models else None
+
+
+def _attack_panel(
+    out: Path,
+    cfg: BenchConfig,
+    dataset: str,
+    models: list[tuple[str, dict[str, Any]]],
+    n_images: int,
+    preset: str,
+    device: str | torch.device | None,
+) -> dict[str, Any]:
+    """The panel of :func:`build_saliency_panel` for the given ``(method, row)`` models."""
     from r2et.attacks import EnsembleAttack
     from r2et.explain import Explainer
     from r2et.train import load_run
 
-    out = Path(out)
-    models = _selected_models(out, rows, cfg, dataset)
-    if not models:
-        return None
     dev = torch.device(device) if device is not None else torch.device("cpu")
     seed = int(models[0][1]["seed"])
     ds = load_bench_dataset(dataset, seed, cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import platform
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,11 @@ def evaluation_text(ev: dict[str, Any]) -> str:
     )
 
 
+def _section(shown: bool, title: str, intro: str, table: Callable[[], str]) -> list[str]:
+    """The lines of an optional report section (none when not ``shown``)."""
+    return [f"## {title}", "", intro, "", table(), ""] if shown else []
+
+
 def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
     """Write ``report.md`` and the plots for the finished cells; returns the main tables."""
     from r2et.bench.plots import write_plots
@@ -283,32 +289,19 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         "",
         settings_table(rows, cfg.max_acc_drop, ratio),
         "",
-        *(
-            [
-                "## Certified top-k (`r2et.certify`)",
-                "",
-                "Attacked P@k is an upper bound on the worst case, certified P@k a lower bound: "
-                "the truth lies between (docs/certify.md).",
-                "",
-                certified_table(rows, cfg.max_acc_drop, ratio),
-                "",
-            ]
-            if cfg.evaluate.get("certify")
-            else []
+        *_section(
+            bool(cfg.evaluate.get("certify")),
+            "Certified top-k (`r2et.certify`)",
+            "Attacked P@k is an upper bound on the worst case, certified P@k a lower bound: the "
+            "truth lies between (docs/certify.md).",
+            lambda: certified_table(rows, cfg.max_acc_drop, ratio),
         ),
-        *(
-            [
-                "## Explainer generalisation",
-                "",
-                "Each selected model (trained on gradient saliency) explained by other "
-                "explainers, each attacked through itself by the same ensemble: ensemble P@k / "
-                "deletion gain.",
-                "",
-                explainer_table(rows, cfg.max_acc_drop, ratio),
-                "",
-            ]
-            if cfg.evaluate.get("explainers")
-            else []
+        *_section(
+            bool(cfg.evaluate.get("explainers")),
+            "Explainer generalisation",
+            "Each selected model (trained on gradient saliency) explained by other explainers, "
+            "each attacked through itself by the same ensemble: ensemble P@k / deletion gain.",
+            lambda: explainer_table(rows, cfg.max_acc_drop, ratio),
         ),
         "## Plots",
         "",

@@ -17,12 +17,8 @@ MODALITIES = ("tabular", "image", "graph")
 DEFAULT_EPS = {"tabular": 0.3, "image": 0.1, "graph": 0.1}
 
 
-def slice_forward_kwargs(
-    kwargs: dict[str, Any], idx: torch.Tensor | slice, n: int
-) -> dict[str, Any]:
-    """Select rows ``idx`` of every tensor keyword whose first dimension is the split size ``n``
-    (per-sample side inputs such as a graph's adjacency); other values pass through."""
-    return take_rows(kwargs, idx, n)
+#: Public name of :func:`r2et._kwargs.take_rows` (rows ``idx`` of per-sample keywords).
+slice_forward_kwargs = take_rows
 
 
 @dataclass
@@ -108,7 +104,7 @@ class Dataset:
         x, y, kw = self.split(name)
         if n is None or n >= len(x):
             return x, y, kw
-        return x[:n], y[:n], slice_forward_kwargs(kw, slice(0, n), len(x))
+        return x[:n], y[:n], take_rows(kw, slice(0, n), len(x))
 
     def ground_truth_of(self, name: str, n: int | None = None) -> torch.Tensor | None:
         """The ``(n, F)`` ground-truth mask of the first ``n`` rows (all when None) of split
@@ -133,7 +129,7 @@ class Dataset:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size].to(x.device)
-            yield x[idx], y[idx], slice_forward_kwargs(kw, idx, n)
+            yield x[idx], y[idx], take_rows(kw, idx, n)
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every tensor on ``device``."""
