@@ -168,6 +168,20 @@ def test_ray_executor_matches_local(full_run, tmp_path):
             assert a[col] == pytest.approx(b[col], abs=1e-6), (a["key"], col)
 
 
+def test_process_executor_matches_local(full_run, tmp_path):
+    """Two spawned worker processes give the rows of the in-process run."""
+    cfg, _, rows = full_run
+    out = tmp_path / "pool"
+    pool_rows = run_bench(cfg, out, executor="process", workers=2, progress=False, report=False)
+    assert [r["key"] for r in pool_rows] == [r["key"] for r in rows]
+    for a, b in zip(rows, pool_rows):
+        for col in ("accuracy", "val_accuracy", "ensemble_p_at_k_mean", "deletion_gain"):
+            assert a[col] == pytest.approx(b[col], abs=1e-6), (a["key"], col)
+    assert len(list((out / "cells").glob("*.json"))) == len(rows)
+    with pytest.raises(ValueError, match="workers"):
+        run_bench(cfg, tmp_path / "bad", executor="process", workers=0, progress=False)
+
+
 def _row(dataset, method, weight, seed, val, patk, gain=0.1):
     return {
         "dataset": dataset,
@@ -248,6 +262,13 @@ def test_config_errors(tmp_path):
         load_config(bad)
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_methods_override_narrows_the_files_grid():
+    cfg = load_config("paper_cpu", methods=["vanilla", "r2et-sp"])
+    assert cfg.methods == ["vanilla", "r2et-sp"]
+    assert list(cfg.grid) == ["r2et-sp"]
+    assert cfg.grid["r2et-sp"] == load_config("paper_cpu").grid["r2et-sp"]
 
 
 def test_a_failing_cell_is_recorded_and_retried_on_resume(tmp_path, monkeypatch, toml_path):

@@ -471,6 +471,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             executor=args.executor,
             resume=args.resume,
             address=args.address,
+            workers=args.workers,
             progress=not args.no_progress,
         )
     except KeyboardInterrupt as err:
@@ -716,7 +717,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--out", type=_text_arg, default="bench-out", help="output folder (default bench-out)"
     )
-    b.add_argument("--executor", default="local", choices=["local", "ray"])
+    b.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "process", "ray"],
+        help="local: one cell at a time in this process; process: --workers processes of "
+        "this machine; ray: a Ray cluster",
+    )
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes of the process executor (default 1); with --threads T use "
+        "workers * T <= cores",
+    )
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--resume", action="store_true", help="skip finished cells in --out")
     b.add_argument("--device", default=None)

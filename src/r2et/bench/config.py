@@ -363,7 +363,8 @@ def resolve_config(path: str | Path) -> Path:
 def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig:
     """Defaults, updated by a TOML file (top-level keys as in :class:`BenchConfig`, sections
     ``[pretrain]``, ``[finetune]``, ``[evaluate]``, ``[grid]``, ``[datasets_options.NAME]``),
-    then by ``overrides`` whose value is not None (command-line flags). ``path`` is a TOML file
+    then by ``overrides`` whose value is not None (command-line flags; a ``methods`` override
+    keeps only the file's ``[grid]`` rows of those methods). ``path`` is a TOML file
     or the name of a config shipped with r2et (:func:`list_configs`, e.g. ``"paper"``)."""
     data: dict[str, Any] = {}
     if path is not None:
@@ -381,6 +382,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig
             data[key] = {**data.get(key, {}), **val}
         else:
             data[key] = val
+    if overrides.get("methods") is not None and isinstance(data.get("grid"), dict):
+        # a method list given on the command line narrows the file's grid to those methods
+        data["grid"] = {m: w for m, w in data["grid"].items() if m in overrides["methods"]}
     return BenchConfig.from_dict(data)
 
 

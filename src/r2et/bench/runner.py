@@ -4,9 +4,11 @@ A *cell* is one (dataset, method, weight, seed). Per dataset and seed a vanilla 
 pre-trained once (``pretrain/``) and every cell fine-tunes a copy of it with its method, then
 evaluates accuracy, P@k under the ensemble attack (and the paper's ERAttack and MSEAttack),
 top-k rank correlations, thickness, faithfulness, locality and cost. Cells are independent
-tasks: the ``local`` executor runs them in this process, the ``ray`` executor as Ray tasks
-(one GPU each when the cluster has GPUs); either way each finished cell is written atomically
-to the :class:`~r2et.bench.store.ResultStore` as it arrives.
+tasks: the ``local`` executor runs them in this process, the ``process`` executor in
+``workers`` processes of this machine (several cells side by side on many cores or one GPU),
+the ``ray`` executor as Ray tasks (one GPU each when the cluster has GPUs); either way each
+finished cell is written atomically, by this process alone, to the
+:class:`~r2et.bench.store.ResultStore` as it arrives.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from r2et.bench.store import ResultStore, cell_key, config_digest
 #: The attacks every cell is evaluated with: the reported ensemble and the paper's two PGD
 #: attacks (registered names, :func:`r2et.attacks.list_attacks`).
 BENCH_ATTACKS = ("ensemble", "erattack", "mse")
-EXECUTORS = ("local", "ray")
 
 
 # ---------------------------------------------------------------------------- grid
@@ -325,23 +326,61 @@ def _cell_task(
 
 
 # ---------------------------------------------------------------------------- executors
+Job = tuple[Any, ...]
+OnResult = Callable[[int, dict[str, Any]], None]
+
+
 def _run_local(
     fn: Callable[..., dict[str, Any]],
-    jobs: list[tuple[Any, ...]],
-    on_result: Callable[[int, dict[str, Any]], None],
+    jobs: list[Job],
+    on_result: OnResult,
     progress: Any,
+    options: dict[str, Any],
 ) -> None:
     for i, args in enumerate(jobs):
         on_result(i, fn(*args))
         progress.update(1)
 
 
+def _indexed_call(item: tuple[Callable[..., dict[str, Any]], int, Job]) -> tuple[int, Any]:
+    fn, i, args = item
+    return i, fn(*args)
+
+
+def _run_process(
+    fn: Callable[..., dict[str, Any]],
+    jobs: list[Job],
+    on_result: OnResult,
+    progress: Any,
+    options: dict[str, Any],
+) -> None:
+    """``workers`` fresh (spawned) processes of this machine, each running one job at a time;
+    results are handed to ``on_result`` in this process as they finish. An interruption
+    (Ctrl-C, SIGTERM) terminates the workers at once; finished results are already saved."""
+    import multiprocessing
+
+    workers = min(int(options.get("workers") or 1), len(jobs))
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
+    pool = ctx.Pool(workers)
+    try:
+        items = [(fn, i, args) for i, args in enumerate(jobs)]
+        for i, result in pool.imap_unordered(_indexed_call, items, chunksize=1):
+            on_result(i, result)
+            progress.update(1)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
 def _run_ray(
     fn: Callable[..., dict[str, Any]],
-    jobs: list[tuple[Any, ...]],
-    on_result: Callable[[int, dict[str, Any]], None],
+    jobs: list[Job],
+    on_result: OnResult,
     progress: Any,
-    address: str | None,
+    options: dict[str, Any],
 ) -> None:
     try:
         import ray
@@ -350,7 +389,7 @@ def _run_ray(
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in ("R2ET_DATA", "R2ET_CACHE") if k in os.environ}
         ray.init(
-            address=address,
+            address=options.get("address"),
             runtime_env={"env_vars": env} if env else None,
             include_dashboard=False,
             log_to_driver=False,
@@ -365,22 +404,30 @@ def _run_ray(
             progress.update(1)
 
 
+#: How the grid's independent tasks are run, by name: ``fn(task, jobs, on_result, progress,
+#: options)`` with ``options`` ``{"address": ..., "workers": ...}``.
+EXECUTORS: dict[str, Callable[..., None]] = {
+    "local": _run_local,
+    "process": _run_process,
+    "ray": _run_ray,
+}
+
+
 def _execute(
     executor: str,
     fn: Callable[..., dict[str, Any]],
-    jobs: list[tuple[Any, ...]],
-    on_result: Callable[[int, dict[str, Any]], None],
+    jobs: list[Job],
+    on_result: OnResult,
     desc: str,
     show: bool,
-    address: str | None,
+    options: dict[str, Any],
 ) -> None:
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(jobs), desc=desc, disable=not show or not jobs, unit="cell") as bar:
-        if executor == "ray":
-            _run_ray(fn, jobs, on_result, bar, address)
-        else:
-            _run_local(fn, jobs, on_result, bar)
+    if not jobs:
+        return
+    with tqdm(total=len(jobs), desc=desc, disable=not show, unit="cell") as bar:
+        EXECUTORS[executor](fn, jobs, on_result, bar, options)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -469,6 +516,7 @@ def run_bench(
     executor: str = "local",
     resume: bool = False,
     address: str | None = None,
+    workers: int | None = None,
     progress: bool = True,
     report: bool = True,
     cells: Iterable[dict[str, Any]] | None = None,
@@ -482,6 +530,11 @@ def run_bench(
     folder that already holds results is refused without it, and a resumed run must have the
     same result-relevant configuration.
 
+    ``executor`` runs the pre-training runs and the cells (:data:`EXECUTORS`): ``"local"`` one
+    after another in this process, ``"process"`` in ``workers`` spawned processes of this
+    machine (default 1; give each ``cfg.threads`` torch threads so that ``workers * threads``
+    fits the cores, or share one GPU), ``"ray"`` on the Ray cluster at ``address``.
+
     Everything is validated before any work starts (:meth:`BenchConfig.validate`,
     :func:`check_out`, :func:`check_grid`). The run holds an exclusive lock on ``out``
     (:class:`~r2et._io.FolderLock`; a second run on the same folder raises
@@ -494,6 +547,10 @@ def run_bench(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r} is not supported; allowed: {list(EXECUTORS)}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     if not isinstance(cfg, BenchConfig):
         raise ValueError(f"cfg must be a BenchConfig, got {type(cfg).__name__}")
     cfg.validate()
@@ -542,7 +599,8 @@ def run_bench(
                 f"of this benchmark: {', '.join(p.name for p in ignored[:5])}",
                 stacklevel=2,
             )
-        _run_grid(cfg, config, digest, out, store, todo, executor, address, progress)
+        options = {"address": address, "workers": workers}
+        _run_grid(cfg, config, digest, out, store, todo, executor, options, progress)
         rows = store.write_tables(cells=all_cells)
         if report:
             from r2et.bench.panels import compute_saliency_panels
@@ -563,7 +621,7 @@ def _run_grid(
     store: ResultStore,
     todo: list[dict[str, Any]],
     executor: str,
-    address: str | None,
+    options: dict[str, Any],
     progress: bool,
 ) -> None:
     """Pre-train what ``todo`` needs, then fine-tune and evaluate every cell of ``todo``,
@@ -606,7 +664,7 @@ def _run_grid(
         save_pretrained,
         "pre-train",
         progress,
-        address,
+        options,
     )
 
     # 2. the grid: each cell commits its model folder, then its cell file
@@ -636,7 +694,7 @@ def _run_grid(
         store.write_tables(cells=grid_cells(cfg))
 
     jobs = [(c, config, pretrained[(c["dataset"], c["seed"])]) for c in todo]
-    _execute(executor, cell_task, jobs, save_cell, "cells", progress, address)
+    _execute(executor, cell_task, jobs, save_cell, "cells", progress, options)
     if failed:
         warnings.warn(
             f"{len(failed)} cell(s) failed (details in {out / 'errors'}): {', '.join(failed)}; "
