@@ -111,8 +111,8 @@ def test_existing_folder_needs_resume(full_run):
     cfg, out, _ = full_run
     with pytest.raises(ValueError, match="--resume"):
         run_bench(cfg, out, progress=False)
-    changed = BenchConfig.from_dict({**cfg.to_dict(), "max_acc_drop": 0.5})
-    with pytest.raises(ValueError, match="max_acc_drop"):
+    changed = BenchConfig.from_dict({**cfg.to_dict(), "finetune": {"epochs": 2}})
+    with pytest.raises(ValueError, match="finetune"):
         run_bench(changed, out, resume=True, progress=False)
 
 
@@ -182,7 +182,7 @@ def test_process_executor_matches_local(full_run, tmp_path):
         run_bench(cfg, tmp_path / "bad", executor="process", workers=0, progress=False)
 
 
-def _row(dataset, method, weight, seed, val, patk, gain=0.1):
+def _row(dataset, method, weight, seed, val, patk, gain=0.1, distinct=10):
     return {
         "dataset": dataset,
         "method": method,
@@ -195,7 +195,7 @@ def _row(dataset, method, weight, seed, val, patk, gain=0.1):
         "erattack_p_at_k_mean": patk,
         "deletion_gain": gain,
         "occlusion_agreement": 0.5,
-        "distinct_topk_sets": 10,
+        "distinct_topk_sets": distinct,
     }
 
 
@@ -245,6 +245,56 @@ def test_selection_rule_requires_faithfulness():
         load_config(min_deletion_ratio=1.5)
     with pytest.raises(ValueError, match="preset"):
         load_config(evaluate={"preset": "huge"})
+
+
+def test_selection_rule_can_require_locality():
+    """With ``min_distinct_ratio`` a setting whose top-k is (nearly) one set for every input is
+    not selected, however stable and faithful; off by default."""
+    rows = [
+        _row("d", "vanilla", None, 0, 0.90, 0.40, distinct=40),
+        _row("d", "r2et", 0.1, 0, 0.90, 0.60, distinct=12),  # 0.3 of vanilla's sets
+        _row("d", "r2et", 1.0, 0, 0.90, 0.99, distinct=2),  # a constant explanation
+    ]
+    assert select(rows, 0.02)[("d", "r2et")]["setting"] == ("lam", 1.0)
+    assert select(rows, 0.02, 0.9, 0.25)[("d", "r2et")]["setting"] == ("lam", 0.1)
+    assert not select(rows, 0.02, 0.9, 0.5)[("d", "r2et")]["admissible"]
+    assert "distinct top-k sets" in selection_rule_text(0.02, 0.9, 0.25)
+    assert "distinct" not in selection_rule_text(0.02, 0.9)
+    with pytest.raises(ValueError, match="min_distinct_ratio"):
+        load_config(min_distinct_ratio=2)
+
+
+def test_changing_the_selection_rule_reselects_without_recomputing(full_run, tmp_path):
+    """The rule is applied to stored cells: a resumed run with another rule recomputes
+    nothing, and neither does one over cells written under the earlier digest rule (which
+    included the rule's settings)."""
+    import shutil
+
+    from r2et.bench.runner import _comparable, _legacy_digests
+    from r2et.bench.store import config_digest
+
+    cfg, out, rows = full_run
+
+    def cell_stamps(folder):
+        return {p.name: p.stat().st_mtime_ns for p in (folder / "cells").glob("*.json")}
+
+    stricter = tmp_path / "stricter"
+    shutil.copytree(out, stricter)
+    stamps = cell_stamps(stricter)
+    strict = BenchConfig.from_dict({**cfg.to_dict(), "min_distinct_ratio": 1.0, "max_acc_drop": 0})
+    again = run_bench(strict, stricter, resume=True, progress=False, report=False)
+    assert cell_stamps(stricter) == stamps
+    assert [r["key"] for r in again] == [r["key"] for r in rows]
+
+    legacy_folder = tmp_path / "legacy"
+    shutil.copytree(out, legacy_folder)
+    legacy = _legacy_digests(cfg.to_dict())[0]
+    assert legacy != config_digest(_comparable(cfg.to_dict()))
+    for p in sorted((legacy_folder / "cells").glob("*.json")):  # as an earlier version wrote
+        p.write_text(p.read_text().replace(rows[0]["config_sha256"], legacy))
+    stamps = cell_stamps(legacy_folder)
+    run_bench(cfg, legacy_folder, resume=True, progress=False, report=False)
+    assert cell_stamps(legacy_folder) == stamps
 
 
 def test_config_errors(tmp_path):

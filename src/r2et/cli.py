@@ -481,8 +481,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
-    print(selection_rule_text(cfg.max_acc_drop))
-    print(results_table(rows, cfg.max_acc_drop, cfg.methods))
+    rule = (cfg.max_acc_drop, cfg.min_deletion_ratio, cfg.min_distinct_ratio)
+    print(selection_rule_text(*rule))
+    print(results_table(rows, cfg.max_acc_drop, cfg.methods, rule[1], min_distinct_ratio=rule[2]))
     print(f"-> {Path(args.out) / 'report.md'}")
     failed = sorted((Path(args.out) / "errors").glob("*.json"))
     if failed:

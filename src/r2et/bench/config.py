@@ -24,6 +24,8 @@ PAPER_WEIGHTS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
 
 #: The main job: embedded data, five methods, one seed, a few minutes on two CPU cores.
 DEFAULT_DATASETS = ["breast-cancer", "digits"]
+#: The settings of the selection rule: applied to stored cells, they never change a cell.
+SELECTION_KEYS = ("max_acc_drop", "min_deletion_ratio", "min_distinct_ratio")
 DEFAULT_METHODS = ["vanilla", "sp", "est-h", "r2et", "r2et-mm"]
 
 _SECTIONS = ("pretrain", "finetune", "evaluate")
@@ -49,7 +51,11 @@ class BenchConfig:
     (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
     settings whose mean validation accuracy is within ``max_acc_drop`` of vanilla's and whose
     mean deletion gain is at least ``min_deletion_ratio`` times vanilla's (None: no
-    faithfulness condition), the one with the best ensemble P@k.
+    faithfulness condition) and, when ``min_distinct_ratio`` is set, whose mean number of
+    distinct top-k sets is at least that fraction of vanilla's (a locality condition that rejects
+    constant explanations), the one with the best ensemble P@k. The rule is applied to stored
+    cells when the report is written: changing it and rerunning with ``--resume`` re-selects
+    without recomputing anything (:data:`SELECTION_KEYS` do not enter the cells' digest).
     """
 
     datasets: list[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))
@@ -77,6 +83,7 @@ class BenchConfig:
     datasets_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_acc_drop: float = 0.02
     min_deletion_ratio: float | None = 0.9
+    min_distinct_ratio: float | None = None
     device: str | None = None
     threads: int | None = None
     save_models: bool = True
@@ -164,6 +171,14 @@ class BenchConfig:
                 raise ValueError(
                     f"min_deletion_ratio must be None or lie in [0, 1], "
                     f"got {self.min_deletion_ratio!r}"
+                ) from None
+        if self.min_distinct_ratio is not None:
+            try:
+                check_number("min_distinct_ratio", self.min_distinct_ratio, 0, 1)
+            except ValueError:
+                raise ValueError(
+                    f"min_distinct_ratio must be None or lie in [0, 1], "
+                    f"got {self.min_distinct_ratio!r}"
                 ) from None
         if self.device is not None:
             check_device("device", self.device)

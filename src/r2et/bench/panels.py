@@ -37,7 +37,7 @@ def _selected_models(
     out: Path, rows: list[dict[str, Any]], cfg: BenchConfig, dataset: str
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(method, row)`` of each method's selected setting with a saved model (first seed)."""
-    chosen = select(rows, cfg.max_acc_drop, cfg.min_deletion_ratio)
+    chosen = select(rows, cfg.max_acc_drop, cfg.min_deletion_ratio, cfg.min_distinct_ratio)
     found = []
     methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]
     for m in methods:

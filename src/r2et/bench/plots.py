@@ -57,10 +57,11 @@ def plot_budget_curves(
     order: list[str] | None = None,
     min_deletion_ratio: float | None = 0.9,
     preset: str = "fast",
+    min_distinct_ratio: float | None = None,
 ) -> Path:
     """Ensemble-attack P@k (the ``budget_preset``) versus attack budget eps, one panel per
     dataset, one line per method (selected setting, mean over seeds)."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
@@ -339,6 +340,7 @@ def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
             cfg.methods,
             cfg.min_deletion_ratio,
             cfg.evaluate.get("budget_preset", "fast"),
+            cfg.min_distinct_ratio,
         ),
         plot_accuracy_vs_patk(rows, plots / "accuracy_vs_p_at_k.png", cfg.methods),
         plot_stability_vs_faithfulness(rows, plots / "stability_vs_faithfulness.png", cfg.methods),

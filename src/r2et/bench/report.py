@@ -60,6 +60,7 @@ def results_table(
     methods: list[str] | None = None,
     min_deletion_ratio: float | None = 0.9,
     dataset: str | None = None,
+    min_distinct_ratio: float | None = None,
 ) -> str:
     """Markdown tables, one per dataset (or only ``dataset``): rows are methods, columns
     accuracy on the whole test split, ensemble P@k, the paper's ERAttack P@k, deletion gain,
@@ -67,7 +68,7 @@ def results_table(
     the clean and attacked ground-truth precision), mean ± std over seeds of the selected setting;
     the best accuracy, P@k and faithfulness among methods that meet the selection rule's
     conditions in bold (a † marks a method with no setting meeting them)."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     if dataset is not None:
         datasets = [d for d in datasets if d == dataset]
@@ -119,11 +120,14 @@ def results_table(
 
 
 def settings_table(
-    rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
+    rows: list[dict[str, Any]],
+    max_acc_drop: float,
+    min_deletion_ratio: float | None = 0.9,
+    min_distinct_ratio: float | None = None,
 ) -> str:
     """Which weight was selected per dataset and method, its validation accuracy, thickness,
     the ensemble attack's budget and box, cost per epoch and attack seconds."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
     lines = [
         "| Dataset | Method | Selected setting | Val acc | Thickness | eps | box | s/epoch "
         "| Ensemble s |",
@@ -172,12 +176,15 @@ def pretrain_warnings(rows: list[dict[str, Any]], gap: float = PRETRAIN_GAP) -> 
 
 
 def explainer_table(
-    rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
+    rows: list[dict[str, Any]],
+    max_acc_drop: float,
+    min_deletion_ratio: float | None = 0.9,
+    min_distinct_ratio: float | None = None,
 ) -> str:
     """Explainer generalisation (``evaluate.explainers``): per dataset and method (selected
     setting), ensemble P@k and deletion gain of gradient saliency (what was trained and
     reported) beside each other explainer's, attacked through itself by the same ensemble."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
     names = sorted(
         {
             k[2 : -len("_p_at_k")]
@@ -201,12 +208,15 @@ def explainer_table(
 
 
 def certified_table(
-    rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
+    rows: list[dict[str, Any]],
+    max_acc_drop: float,
+    min_deletion_ratio: float | None = 0.9,
+    min_distinct_ratio: float | None = None,
 ) -> str:
     """Per dataset, method and certificate (``evaluate.certify``): mean certified radius,
     fraction of inputs with one, and certified P@k (a lower bound) beside the attacked P@k of
     the budget curve (an upper bound) at the radii both have; the truth lies between."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
     names = sorted(
         {k[5:-6] for r in rows for k in r if k.startswith("cert_") and k.endswith("_curve")}
     )
@@ -271,7 +281,8 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
 
     out = Path(out)
     ratio = getattr(cfg, "min_deletion_ratio", 0.9)
-    table = results_table(rows, cfg.max_acc_drop, cfg.methods, ratio)
+    local = getattr(cfg, "min_distinct_ratio", None)
+    table = results_table(rows, cfg.max_acc_drop, cfg.methods, ratio, min_distinct_ratio=local)
     plots = write_plots(out, rows, cfg)
     text = [
         "# r2et benchmark report",
@@ -280,28 +291,28 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         f"seeds: {', '.join(map(str, cfg.seeds))}.",
         evaluation_text(cfg.evaluate),
         "",
-        selection_rule_text(cfg.max_acc_drop, ratio),
+        selection_rule_text(cfg.max_acc_drop, ratio, local),
         "",
         *[f"**Warning:** {w}." for w in pretrain_warnings(rows)],
         table,
         "",
         "## Selected settings and cost",
         "",
-        settings_table(rows, cfg.max_acc_drop, ratio),
+        settings_table(rows, cfg.max_acc_drop, ratio, local),
         "",
         *_section(
             bool(cfg.evaluate.get("certify")),
             "Certified top-k (`r2et.certify`)",
             "Attacked P@k is an upper bound on the worst case, certified P@k a lower bound: the "
             "truth lies between (docs/certify.md).",
-            lambda: certified_table(rows, cfg.max_acc_drop, ratio),
+            lambda: certified_table(rows, cfg.max_acc_drop, ratio, local),
         ),
         *_section(
             bool(cfg.evaluate.get("explainers")),
             "Explainer generalisation",
             "Each selected model (trained on gradient saliency) explained by other explainers, "
             "each attacked through itself by the same ensemble: ensemble P@k / deletion gain.",
-            lambda: explainer_table(rows, cfg.max_acc_drop, ratio),
+            lambda: explainer_table(rows, cfg.max_acc_drop, ratio, local),
         ),
         "## Plots",
         "",

@@ -29,7 +29,7 @@ from r2et._io import (
     read_json,
     remove_stale_temps,
 )
-from r2et.bench.config import BenchConfig, dataset_settings, load_bench_dataset
+from r2et.bench.config import SELECTION_KEYS, BenchConfig, dataset_settings, load_bench_dataset
 from r2et.bench.store import ResultStore, cell_key, config_digest
 
 #: The attacks every cell is evaluated with: the reported ensemble and the paper's two PGD
@@ -431,9 +431,22 @@ def _execute(
 
 
 # ---------------------------------------------------------------------------- driver
+_NOT_RESULTS = ("device", "threads", "save_models")
+
+
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change results (not where or how fast they are computed)."""
-    return {k: v for k, v in cfg.items() if k not in ("device", "threads", "save_models")}
+    """The settings that change a cell's results: not where or how fast they are computed, nor
+    the selection rule (applied to stored cells when the report is written)."""
+    return {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + SELECTION_KEYS}
+
+
+def _legacy_digests(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The digest earlier r2et versions gave the same configuration (selection rule included, no
+    ``min_distinct_ratio``): cells and pre-trained models it wrote stay valid."""
+    if cfg.get("min_distinct_ratio") is not None:
+        return ()
+    old = {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + ("min_distinct_ratio",)}
+    return (config_digest(old),)
 
 
 def check_out(out: str | Path) -> Path:
@@ -486,7 +499,7 @@ def _pretrain_folder(out: Path, dataset: str, seed: int) -> Path:
     return out / "pretrain" / f"{dataset}__seed{seed}"
 
 
-def _load_pretrained(folder: Path, digest: str) -> dict[str, Any] | None:
+def _load_pretrained(folder: Path, accepted: set[str | None]) -> dict[str, Any] | None:
     """A committed pre-training unit as model bytes, or None (with a warning) when it is
     invalid: unreadable, weights not matching their digest, another configuration."""
     from r2et.train import load_run
@@ -498,7 +511,7 @@ def _load_pretrained(folder: Path, digest: str) -> dict[str, Any] | None:
             f"pre-trained model {folder} is invalid ({err}); training it again", stacklevel=3
         )
         return None
-    if run.config.get("config_sha256") != digest or "val_accuracy" not in run.metrics:
+    if run.config.get("config_sha256") not in accepted or "val_accuracy" not in run.metrics:
         warnings.warn(
             f"pre-trained model {folder} belongs to another configuration; training it again",
             stacklevel=3,
@@ -567,7 +580,8 @@ def run_bench(
         for sub in ("cells", "pretrain", "models", "errors", "plots"):
             remove_stale_temps(out / sub)
         remove_stale_temps(out, recursive=False)
-        store = ResultStore(out, digest, models=cfg.save_models)
+        legacy = _legacy_digests(config)
+        store = ResultStore(out, digest, models=cfg.save_models, also_accept=legacy)
         cfg_path = out / "config.json"
         if store.has_results() or cfg_path.exists():
             if not resume:
@@ -633,7 +647,7 @@ def _run_grid(
     missing = []
     for ds_name, seed in sorted({(c["dataset"], c["seed"]) for c in todo}):
         folder = _pretrain_folder(out, ds_name, seed)
-        blob = _load_pretrained(folder, digest) if folder.exists() else None
+        blob = _load_pretrained(folder, store.accepted) if folder.exists() else None
         if blob is None:
             missing.append((ds_name, seed))
         else:

@@ -13,7 +13,11 @@ from typing import Any
 STABILITY = "ensemble_p_at_k_mean"
 
 
-def selection_rule_text(max_acc_drop: float, min_deletion_ratio: float | None = 0.9) -> str:
+def selection_rule_text(
+    max_acc_drop: float,
+    min_deletion_ratio: float | None = 0.9,
+    min_distinct_ratio: float | None = None,
+) -> str:
     """The selection rule, in words, as printed in the report."""
     faith = (
         ""
@@ -21,9 +25,16 @@ def selection_rule_text(max_acc_drop: float, min_deletion_ratio: float | None = 
         else f" and whose mean deletion gain is at least {min_deletion_ratio:g} times vanilla's "
         f"(vanilla's minus {1 - min_deletion_ratio:g} times its size, when vanilla's is negative)"
     )
+    local = (
+        ""
+        if min_distinct_ratio is None
+        else f" and whose mean number of distinct top-k sets among the evaluated inputs is at "
+        f"least {min_distinct_ratio:g} times vanilla's (no constant explanation)"
+    )
     return (
         "Selection rule: for each dataset and method, among its weight settings whose mean "
-        f"validation accuracy is at most {100 * max_acc_drop:g} points below vanilla's{faith}, "
+        f"validation accuracy is at most {100 * max_acc_drop:g} points below vanilla's{faith}"
+        f"{local}, "
         "the setting with the highest mean ensemble-attack P@k on the evaluated test inputs "
         "(over seeds) is reported; a method with no such setting reports its most accurate "
         "one, marked with †."
@@ -44,10 +55,18 @@ def setting_of(row: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def select(
-    rows: list[dict[str, Any]], max_acc_drop: float, min_deletion_ratio: float | None = 0.9
+    rows: list[dict[str, Any]],
+    max_acc_drop: float,
+    min_deletion_ratio: float | None = 0.9,
+    min_distinct_ratio: float | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Apply the selection rule (:func:`selection_rule_text`). Returns ``{(dataset, method):
-    {"rows": [...per seed], "setting": (weight_name, weight), "admissible": bool}}``."""
+    {"rows": [...per seed], "setting": (weight_name, weight), "admissible": bool}}``.
+
+    A setting is admissible when, with means over its seeds and vanilla's,
+    ``acc >= acc_vanilla - max_acc_drop``, ``gain >= gain_vanilla - (1 - min_deletion_ratio)
+    |gain_vanilla|`` (deletion gain; skipped when None) and ``distinct >= min_distinct_ratio *
+    distinct_vanilla`` (distinct top-k sets, the locality check; skipped when None)."""
     by: dict[tuple[str, str], dict[tuple[Any, Any], list[dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -58,6 +77,7 @@ def select(
         van = [r for rs in by.get((dataset, "vanilla"), {}).values() for r in rs]
         ref_acc = mean_std([r["val_accuracy"] for r in van])[0]
         ref_del = mean_std([r.get("deletion_gain") for r in van])[0]
+        ref_distinct = mean_std([r.get("distinct_topk_sets") for r in van])[0]
         scored = []
         for setting, rs in settings.items():
             acc = mean_std([r["val_accuracy"] for r in rs])[0]
@@ -69,6 +89,10 @@ def select(
                 # that vanilla stays admissible against itself when its gain is negative
                 floor = ref_del - (1.0 - min_deletion_ratio) * abs(ref_del)
                 ok = ok and not math.isnan(gain) and gain >= floor - 1e-12
+            if min_distinct_ratio is not None and not math.isnan(ref_distinct):
+                distinct = mean_std([r.get("distinct_topk_sets") for r in rs])[0]
+                need = min_distinct_ratio * ref_distinct
+                ok = ok and not math.isnan(distinct) and distinct >= need - 1e-12
             scored.append((ok, -1.0 if math.isnan(patk) else patk, acc, setting, rs))
         admissible = [s for s in scored if s[0]]
         if admissible:

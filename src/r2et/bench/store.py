@@ -55,16 +55,25 @@ class ResultStore:
     ``results.json``, ``config.json``, ``pretrain/``, ``models/``, ``plots/``, ``report.md``.
 
     ``digest`` (see :func:`config_digest`) is the configuration tag every valid cell file must
-    carry as ``config_sha256``; with ``models=True`` a cell is finished only when
+    carry as ``config_sha256`` (or one of ``also_accept``: the same configuration's digest under
+    an earlier digest rule); with ``models=True`` a cell is finished only when
     ``models/<key>/config.json`` records the weights digest the cell file names.
     """
 
-    def __init__(self, root: str | Path, digest: str | None = None, models: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        digest: str | None = None,
+        models: bool = False,
+        also_accept: tuple[str, ...] = (),
+    ) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
         self.models_dir = self.root / "models"
         self.digest = digest
         self.models = models
+        # digests of the same configuration under earlier versions' digest rule
+        self.accepted = {digest, *also_accept}
 
     def cell_path(self, cell: dict[str, Any]) -> Path:
         return self.cells_dir / f"{cell_key(cell)}.json"
@@ -85,7 +94,7 @@ class ResultStore:
         for field in _CELL_FIELDS:
             if row.get(field) != cell.get(field):
                 return f"its {field} {row.get(field)!r} is not {cell.get(field)!r}"
-        if self.digest is not None and row.get("config_sha256") != self.digest:
+        if self.digest is not None and row.get("config_sha256") not in self.accepted:
             return "it was computed under another configuration"
         for col in REQUIRED_METRICS:
             if not _is_unit_number(row.get(col)):
