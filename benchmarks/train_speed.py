@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default=",".join(list_methods()))
-    parser.add_argument("--compare", default="r2et", help="methods also run without fast path")
+    parser.add_argument(
+        "--compare", default="r2et", help="methods also run without fast path (none: no comparison)"
+    )
     parser.add_argument("--model", default="mlp", choices=["mlp", "cnn", "cnn-cifar"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -181,7 +183,7 @@ def main() -> None:
         names = [n for n in names if n != "exact-h"]
     if "vanilla" not in names:
         names.insert(0, "vanilla")
-    compare = [n for n in args.compare.split(",") if n]
+    compare = [n for n in args.compare.split(",") if n and n != "none"]
     fns = {n: step_fn(get_method(n, k=args.k), model, x, y) for n in names}
     for n in compare:
         fns[n + AUTOGRAD] = step_fn(get_method(n, k=args.k), model, x, y, fast=False)

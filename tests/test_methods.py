@@ -135,6 +135,16 @@ def test_default_explainer_outputs():
     )
 
 
+def test_explainer_by_name_keeps_the_rows_output():
+    """``explainer="grad_x_input"`` is that explainer of the method's default output."""
+    m = get_method("r2et", k=8, explainer="grad_x_input")
+    assert (m.explainer.method, m.explainer.output) == ("grad_x_input", "logit")
+    m = get_method("est-h", explainer="ig")
+    assert (m.explainer.method, m.explainer.output) == ("ig", "loss")
+    with pytest.raises(ValueError):
+        get_method("r2et", k=8, explainer="magic")
+
+
 def test_optimizer_kwargs():
     assert get_method("wd", weight_decay=0.25).optimizer_kwargs == {"weight_decay": 0.25}
     for name in list_methods():

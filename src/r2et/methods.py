@@ -1289,7 +1289,7 @@ _EXPLAINER_PROTOCOL = ("attribute", "scores", "reduce_attr", "resolve_target", "
 def get_method(
     name: str,
     k: int | None = None,
-    explainer: Explainer | dict[str, Any] | None = None,
+    explainer: Explainer | dict[str, Any] | str | None = None,
     groups: Any = None,
     **hyperparameters: Any,
 ) -> TrainingMethod:
@@ -1297,8 +1297,9 @@ def get_method(
 
     ``k`` is the top-k size of the ranking terms (required by ``at`` and the ``r2et`` family,
     checked against the number of features F as ``1 <= k <= F-1`` when the loss first sees
-    data). ``explainer``: an :class:`Explainer`, its ``config()`` dict, or None for gradient
-    saliency of the method's default output (see the module docstring), or any explainer
+    data). ``explainer``: an :class:`Explainer`, its ``config()`` dict, a registered explainer
+    name (``"grad_x_input"``: that explainer of the method's default output), or None for
+    gradient saliency of the method's default output (see the module docstring), or any explainer
     object with r2et's protocol (``attribute(..., create_graph=True)``, ``scores``,
     ``reduce_attr``, ``resolve_target``, ``output``, ``method``, ``config``) that declares
     ``supports_second_order = True``; a first-order one (e.g. a Captum attribution through
@@ -1348,10 +1349,13 @@ def _resolve_hyperparameters(
 
 
 def _resolve_explainer(name: str, explainer: Any, output: str) -> Any:
-    """An :class:`Explainer` from None (gradient saliency of ``output``) or a config dict, or a
-    second-order explainer object with r2et's protocol."""
+    """An :class:`Explainer` from None (gradient saliency of ``output``), an explainer name (that
+    explainer of ``output``) or a config dict, or a second-order explainer object with r2et's
+    protocol."""
     if explainer is None:
         return Explainer("grad", output=output)
+    if isinstance(explainer, str):
+        return Explainer(explainer, output=output)
     if isinstance(explainer, dict):
         return Explainer(**explainer)
     missing = [a for a in _EXPLAINER_PROTOCOL if not hasattr(explainer, a)]

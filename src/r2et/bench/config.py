@@ -45,7 +45,9 @@ class BenchConfig:
     ``preset`` of the :class:`~r2et.EnsembleAttack` whose P@k is the reported stability,
     ``box`` (attacks stay inside the data's valid box), ``steps`` of the paper's ERAttack and
     MSEAttack (reported beside it), ``budgets`` (multiples of eps for the P@k-versus-budget
-    curve, measured with the ``budget_preset`` ensemble), ``explainers`` (optional: other
+    curve, measured with the ``budget_preset`` ensemble), ``explainer`` (optional, default
+    ``"grad"``: the registered explainer every method trains on and is scored with, e.g.
+    ``"grad_x_input"`` on one-hot tabular data), ``explainers`` (optional: other
     explainers, e.g. ``["smoothgrad", "ig", "grad_x_input"]``, each attacked through itself by
     the same ensemble on the first ``explainer_n`` inputs: explainer generalisation). Selection rule
     (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
@@ -213,13 +215,14 @@ _SECTION_KEYS = {
         "thickness_samples",
         "thickness_steps",
         "certify",
+        "explainer",
         "explainers",
         "explainer_n",
     ),
 }
 _DATASET_OPTION_KEYS = ("eps", "k", "model", "load", "params", *_SECTIONS)
 #: Section keys that a complete configuration may leave out.
-_OPTIONAL_KEYS = frozenset({"certify", "explainers", "explainer_n"})
+_OPTIONAL_KEYS = frozenset({"certify", "explainer", "explainers", "explainer_n"})
 
 
 def _check_names(key: str, names: Any, allowed: list[str]) -> None:
@@ -269,10 +272,18 @@ def _check_section(sec: str, table: Any, complete: bool = False, where: str = ""
                 check_number(name, b, 0, 1000, low_open=True)
             if len(set(float(b) for b in val)) != len(val):
                 raise ValueError(f"{name} must not repeat a multiplier, got {val}")
+        elif key == "explainer":  # the explanation every method trains and is scored on
+            from r2et.explain import list_explainers
+
+            if val not in list_explainers():
+                raise ValueError(
+                    f"{name}={val!r} is not an explainer; allowed: {list_explainers()}"
+                )
         elif key == "explainers":  # explainer generalisation: other saliency methods
             from r2et.explain import list_explainers
 
-            others = [e for e in list_explainers() if e != "grad"]
+            main = table.get("explainer", "grad")
+            others = [e for e in list_explainers() if e != main]
             if not isinstance(val, list) or len(set(val)) != len(val):
                 raise ValueError(f"{name} must be a list of distinct explainers from {others}")
             for e in val:

@@ -201,13 +201,13 @@ def evaluate_cell(
     MSEAttack (``ev["steps"]`` steps), all at ``eps`` and inside the data box when
     ``ev["box"]``; thickness at radius ``eps``; faithfulness and locality; accuracy on the whole
     test split; and the P@k curve of the ``ev["budget_preset"]`` ensemble over the budget
-    multipliers ``ev["budgets"]``. Saliency is the logit gradient for every method, so all are
-    attacked alike."""
+    multipliers ``ev["budgets"]``. The explanation is ``ev["explainer"]`` (default the logit
+    gradient) of the logit for every method, so all are attacked alike."""
     from r2et.attacks import create_attack
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
 
-    ex = Explainer("grad")
+    ex = Explainer(ev.get("explainer", "grad"))
     n, steps = int(ev["n"]), int(ev["steps"])
     bounds = ds.bounds if ev.get("box", True) else None
     preset = ev.get("preset", "standard")
@@ -292,6 +292,9 @@ def _cell_task(
     model = _model_from_bytes(pretrained)
     weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
     params = dict(opts.get("params", {}).get(cell["method"], {}))
+    ev = {**cfg.evaluate, **opts.get("evaluate", {})}
+    if "explainer" in ev:  # train on the explanation that is scored
+        params.setdefault("explainer", ev["explainer"])
     method = get_method(cell["method"], k=k, **{**params, **weights})
     ft = {**cfg.finetune, **opts.get("finetune", {})}
     t0 = time.perf_counter()
@@ -318,7 +321,6 @@ def _cell_task(
         "train_seconds_per_epoch": res.seconds_per_epoch,
         "train_seconds": train_seconds,
     }
-    ev = {**cfg.evaluate, **opts.get("evaluate", {})}
     row.update(evaluate_cell(res.model, ds, k, eps, ev, int(cell["seed"])))
     row["method_config"] = method.config()
     row["_model"] = _model_bytes(res.model.cpu())
@@ -489,6 +491,9 @@ def check_grid(cfg: BenchConfig) -> None:
             params = dict(opts.get("params", {}).get(cell["method"], {}))
             if cell["weight"] is not None:
                 params[cell["weight_name"]] = cell["weight"]
+            ev = {**cfg.evaluate, **opts.get("evaluate", {})}
+            if "explainer" in ev:
+                params.setdefault("explainer", ev["explainer"])
             try:
                 get_method(cell["method"], k=k, **params)
             except (TypeError, ValueError) as err:
