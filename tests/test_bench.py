@@ -264,16 +264,24 @@ def test_selection_rule_can_require_locality():
         load_config(min_distinct_ratio=2)
 
 
-def test_changing_the_selection_rule_reselects_without_recomputing(full_run, tmp_path):
-    """The rule is applied to stored cells: a resumed run with another rule recomputes
-    nothing, and neither does one over cells written under the earlier digest rule (which
-    included the rule's settings)."""
+def test_rule_changes_and_grown_grids_resume_without_recomputing(full_run, tmp_path, monkeypatch):
+    """A resumed run recomputes nothing when only the selection rule changes, when cells were
+    written under the earlier digest rule (which included the rule and the grid's shape: they
+    are re-tagged), and computes only the new cells when the grid grows."""
     import shutil
 
-    from r2et.bench.runner import _comparable, _legacy_digests
+    import r2et.bench.runner as runner
     from r2et.bench.store import config_digest
 
     cfg, out, rows = full_run
+    real = runner._cell_task
+    calls = []
+
+    def counting(cell, config, pretrained):
+        calls.append(cell["method"])
+        return real(cell, config, pretrained)
+
+    monkeypatch.setattr(runner, "_cell_task", counting)
 
     def cell_stamps(folder):
         return {p.name: p.stat().st_mtime_ns for p in (folder / "cells").glob("*.json")}
@@ -283,18 +291,30 @@ def test_changing_the_selection_rule_reselects_without_recomputing(full_run, tmp
     stamps = cell_stamps(stricter)
     strict = BenchConfig.from_dict({**cfg.to_dict(), "min_distinct_ratio": 1.0, "max_acc_drop": 0})
     again = run_bench(strict, stricter, resume=True, progress=False, report=False)
-    assert cell_stamps(stricter) == stamps
+    assert cell_stamps(stricter) == stamps and calls == []
     assert [r["key"] for r in again] == [r["key"] for r in rows]
 
     legacy_folder = tmp_path / "legacy"
     shutil.copytree(out, legacy_folder)
-    legacy = _legacy_digests(cfg.to_dict())[0]
-    assert legacy != config_digest(_comparable(cfg.to_dict()))
+    legacy = runner._legacy_digests(cfg.to_dict())[0]
+    new = config_digest(runner._comparable(cfg.to_dict()))
+    assert legacy != new
     for p in sorted((legacy_folder / "cells").glob("*.json")):  # as an earlier version wrote
         p.write_text(p.read_text().replace(rows[0]["config_sha256"], legacy))
-    stamps = cell_stamps(legacy_folder)
-    run_bench(cfg, legacy_folder, resume=True, progress=False, report=False)
-    assert cell_stamps(legacy_folder) == stamps
+    pre = legacy_folder / "pretrain" / "breast-cancer__seed0" / "config.json"
+    pre.write_text(pre.read_text().replace(new, legacy))
+    weights = pre.parent / "model.safetensors"
+    weights_stamp = weights.stat().st_mtime_ns
+    grown = BenchConfig.from_dict({**cfg.to_dict(), "methods": ["vanilla", "r2et-noh", "sp"]})
+    grown_rows = run_bench(grown, legacy_folder, resume=True, progress=False, report=False)
+    assert sorted(calls) == ["sp", "sp"]  # only the new method's cells, one per seed
+    old = {r["key"]: r for r in rows}
+    for r in grown_rows:
+        assert r["config_sha256"] == new
+        if r["key"] in old:
+            assert r["ensemble_p_at_k_mean"] == old[r["key"]]["ensemble_p_at_k_mean"]
+    assert json.loads(pre.read_text())["config_sha256"] == new
+    assert weights.stat().st_mtime_ns == weights_stamp  # the pre-trained model was reused
 
 
 def test_the_bench_explainer_is_trained_and_scored(toml_path, tmp_path):

@@ -434,17 +434,22 @@ def _execute(
 
 # ---------------------------------------------------------------------------- driver
 _NOT_RESULTS = ("device", "threads", "save_models")
+#: Which cells the grid has, not what any one cell computes: a grid grown by a method, weight,
+#: seed or dataset resumes with its finished cells.
+GRID_KEYS = ("datasets", "methods", "seeds", "grid")
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change a cell's results: not where or how fast they are computed, nor
-    the selection rule (applied to stored cells when the report is written)."""
-    return {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + SELECTION_KEYS}
+    """The settings that change a cell's results: not where or how fast they are computed, not
+    which cells the grid holds, nor the selection rule (applied to stored cells when the report
+    is written)."""
+    return {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + SELECTION_KEYS + GRID_KEYS}
 
 
 def _legacy_digests(cfg: dict[str, Any]) -> tuple[str, ...]:
-    """The digest earlier r2et versions gave the same configuration (selection rule included, no
-    ``min_distinct_ratio``): cells and pre-trained models it wrote stay valid."""
+    """The digest earlier r2et versions gave configuration ``cfg`` (everything but device,
+    threads and models; no ``min_distinct_ratio``): the cells and pre-trained models they wrote
+    for it stay valid."""
     if cfg.get("min_distinct_ratio") is not None:
         return ()
     old = {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + ("min_distinct_ratio",)}
@@ -502,6 +507,20 @@ def check_grid(cfg: BenchConfig) -> None:
 
 def _pretrain_folder(out: Path, dataset: str, seed: int) -> Path:
     return out / "pretrain" / f"{dataset}__seed{seed}"
+
+
+def _retag_pretrained(folder: Path, digest: str, legacy: set[str]) -> None:
+    """Tag a pre-trained model written under an earlier digest rule with ``digest`` (one atomic
+    rewrite of its ``config.json``; the weights are untouched)."""
+    path = folder / "config.json"
+    if not legacy or not path.is_file():
+        return
+    try:
+        meta = read_json(path)
+    except (ValueError, OSError):
+        return
+    if isinstance(meta, dict) and meta.get("config_sha256") in legacy:
+        atomic_write_json(path, {**meta, "config_sha256": digest})
 
 
 def _load_pretrained(folder: Path, accepted: set[str | None]) -> dict[str, Any] | None:
@@ -585,10 +604,9 @@ def run_bench(
         for sub in ("cells", "pretrain", "models", "errors", "plots"):
             remove_stale_temps(out / sub)
         remove_stale_temps(out, recursive=False)
-        legacy = _legacy_digests(config)
-        store = ResultStore(out, digest, models=cfg.save_models, also_accept=legacy)
+        legacy = set(_legacy_digests(config))
         cfg_path = out / "config.json"
-        if store.has_results() or cfg_path.exists():
+        if ResultStore(out).has_results() or cfg_path.exists():
             if not resume:
                 raise ValueError(
                     f"{out} already holds a benchmark; pass --resume to continue it or choose "
@@ -608,6 +626,11 @@ def run_bench(
                         f"cannot resume {out}: its configuration differs in {diff}; "
                         "use the same settings or another --out"
                     )
+                legacy |= set(_legacy_digests(old))  # the folder's own, under the old rule
+        store = ResultStore(out, digest, models=cfg.save_models, also_accept=tuple(legacy))
+        store.retag(all_cells)
+        for ds_name, seed in sorted({(c["dataset"], c["seed"]) for c in all_cells}):
+            _retag_pretrained(_pretrain_folder(out, ds_name, seed), digest, legacy)
         atomic_write_json(cfg_path, config)
         ignored = store.ignored_files(all_cells)
         todo = [c for c in chosen if not store.is_done(c)]

@@ -110,6 +110,21 @@ class ResultStore:
                 return "its model folder holds other weights"
         return None
 
+    def retag(self, cells: list[dict[str, Any]]) -> int:
+        """Rewrite each valid cell file of ``cells`` tagged with an accepted earlier digest
+        (``also_accept``) with :attr:`digest`, one atomic write each, so that the folder keeps
+        its finished cells after the configuration file is updated. Returns how many."""
+        n = 0
+        for cell in cells:
+            path = self.cell_path(cell)
+            if self.digest is None or self.problem(cell) is not None:
+                continue
+            row = read_json(path)
+            if row.get("config_sha256") != self.digest:
+                atomic_write_json(path, {**row, "config_sha256": self.digest})
+                n += 1
+        return n
+
     def is_done(self, cell: dict[str, Any]) -> bool:
         """True when the cell's result file exists and is valid (see :meth:`problem`)."""
         return self.problem(cell) is None
