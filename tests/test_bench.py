@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import requires_data
 
 from r2et.bench import BenchConfig, ResultStore, grid_cells, load_config, run_bench
 from r2et.bench.report import results_table, select, selection_rule_text
@@ -343,6 +344,42 @@ def test_the_bench_explainer_is_trained_and_scored(toml_path, tmp_path):
         load_config(
             toml_path, evaluate={"explainer": "grad_x_input", "explainers": ["grad_x_input"]}
         )
+
+
+@requires_data
+def test_the_bench_can_rank_attributes(tmp_path):
+    """``evaluate.groups``: every method trains on and is scored by attribute groups (COMPAS's
+    11 attributes), so k counts attributes and deletion replaces whole attributes."""
+    from r2et.data import load_dataset
+    from r2et.evaluation import evaluate
+    from r2et.explain import Explainer
+    from r2et.train import load_run
+
+    cfg = BenchConfig.from_dict(
+        {
+            "datasets": ["compas"],
+            "methods": ["vanilla", "r2et-noh"],
+            "seeds": [0],
+            "threads": 1,
+            "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 256},
+            "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 256},
+            "evaluate": {"n": 12, "steps": 3, "preset": "fast", "budgets": [], "groups": True,
+                         "thickness_samples": 1, "thickness_steps": 2},
+            "datasets_options": {"compas": {"k": 4}},
+        }
+    )  # fmt: skip
+    rows = run_bench(cfg, tmp_path / "grp", progress=False, report=False)
+    r2et = next(r for r in rows if r["method"] == "r2et-noh")
+    ds = load_dataset("compas", seed=0)
+    assert r2et["method_config"]["explainer"].get("groups") is not None
+    model = load_run(tmp_path / "grp" / "models" / r2et["key"]).model
+    ex = Explainer("grad", groups=ds.groups)
+    ref = evaluate(model, ds, ex, k=4, attacks={}, n=12, seed=0)
+    assert r2et["deletion_gain"] == pytest.approx(ref["faithfulness"]["deletion_gain"], abs=1e-6)
+    assert r2et["distinct_topk_sets"] == ref["locality"]["distinct_topk_sets"]
+    with pytest.raises(ValueError, match=r"1\.\.10 \(F=11\)"):  # 11 attributes: k = 12 too many
+        bad = BenchConfig.from_dict({**cfg.to_dict(), "datasets_options": {"compas": {"k": 12}}})
+        run_bench(bad, tmp_path / "bad", progress=False)
 
 
 def test_config_errors(tmp_path):

@@ -47,7 +47,9 @@ class BenchConfig:
     MSEAttack (reported beside it), ``budgets`` (multiples of eps for the P@k-versus-budget
     curve, measured with the ``budget_preset`` ensemble), ``explainer`` (optional, default
     ``"grad"``: the registered explainer every method trains on and is scored with, e.g.
-    ``"grad_x_input"`` on one-hot tabular data), ``explainers`` (optional: other
+    ``"grad_x_input"`` on one-hot tabular data), ``groups`` (optional, default false: rank the
+    dataset's attribute groups, ``ds.groups``, instead of columns, in training and evaluation
+    alike; ``k`` then counts attributes), ``explainers`` (optional: other
     explainers, e.g. ``["smoothgrad", "ig", "grad_x_input"]``, each attacked through itself by
     the same ensemble on the first ``explainer_n`` inputs: explainer generalisation). Selection rule
     (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
@@ -216,13 +218,14 @@ _SECTION_KEYS = {
         "thickness_steps",
         "certify",
         "explainer",
+        "groups",
         "explainers",
         "explainer_n",
     ),
 }
 _DATASET_OPTION_KEYS = ("eps", "k", "model", "load", "params", *_SECTIONS)
 #: Section keys that a complete configuration may leave out.
-_OPTIONAL_KEYS = frozenset({"certify", "explainer", "explainers", "explainer_n"})
+_OPTIONAL_KEYS = frozenset({"certify", "explainer", "groups", "explainers", "explainer_n"})
 
 
 def _check_names(key: str, names: Any, allowed: list[str]) -> None:
@@ -262,7 +265,7 @@ def _check_section(sec: str, table: Any, complete: bool = False, where: str = ""
         elif key in ("preset", "budget_preset"):
             if val not in list_presets():
                 raise ValueError(f"{name}={val!r} is not a preset; allowed: {list_presets()}")
-        elif key == "box":
+        elif key in ("box", "groups"):
             if not isinstance(val, bool):
                 raise ValueError(f"{name} must be true or false, got {val!r}")
         elif key == "budgets":

@@ -207,7 +207,8 @@ def evaluate_cell(
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
 
-    ex = Explainer(ev.get("explainer", "grad"))
+    groups = _units(ds, ev)
+    ex = Explainer(ev.get("explainer", "grad"), groups=groups)
     n, steps = int(ev["n"]), int(ev["steps"])
     bounds = ds.bounds if ev.get("box", True) else None
     preset = ev.get("preset", "standard")
@@ -242,6 +243,16 @@ def evaluate_cell(
     return row
 
 
+def _units(ds: Any, ev: dict[str, Any]) -> Any:
+    """The feature groups the benchmark ranks (``ev["groups"]``: the dataset's attributes), or
+    None for single features; ``ValueError`` for a dataset without groups."""
+    if not ev.get("groups"):
+        return None
+    if ds.groups is None:
+        raise ValueError(f"evaluate.groups: dataset {ds.name!r} has no feature groups")
+    return ds.groups
+
+
 def _other_explainers(
     model: torch.nn.Module, ds: Any, k: int, eps: float, ev: dict[str, Any], seed: int,
     bounds: Any, preset: str,
@@ -257,7 +268,8 @@ def _other_explainers(
     out: dict[str, Any] = {}
     n = int(ev.get("explainer_n", ev["n"]))
     for name in ev.get("explainers", []):
-        ex = Explainer(name, **({"seed": seed} if name == "smoothgrad" else {}))
+        kw = {"seed": seed} if name == "smoothgrad" else {}
+        ex = Explainer(name, groups=_units(ds, ev), **kw)
         atk = create_attack("ensemble", ex, k, eps, bounds=bounds, preset=preset, seed=seed)
         m = evaluate(model, ds, ex, k=k, attacks={"ensemble": atk}, n=n, seed=seed)
         out[f"x_{name}_p_at_k"] = m["attacks"]["ensemble"]["p_at_k_mean"]
@@ -295,6 +307,8 @@ def _cell_task(
     ev = {**cfg.evaluate, **opts.get("evaluate", {})}
     if "explainer" in ev:  # train on the explanation that is scored
         params.setdefault("explainer", ev["explainer"])
+    if _units(ds, ev) is not None:  # and on the units that are ranked
+        params.setdefault("groups", ds.groups)
     method = get_method(cell["method"], k=k, **{**params, **weights})
     ft = {**cfg.finetune, **opts.get("finetune", {})}
     t0 = time.perf_counter()
@@ -482,7 +496,13 @@ def check_grid(cfg: BenchConfig) -> None:
     for name in cfg.datasets:
         ds = load_bench_dataset(name, int(cfg.seeds[0]), cfg)
         k, _, opts = dataset_settings(cfg, ds)
-        n_units = int(Explainer("grad").unit_index(tuple(ds.input_shape)).max()) + 1
+        ev = {**cfg.evaluate, **opts.get("evaluate", {})}
+        try:
+            units = _units(ds, ev)
+        except ValueError as err:
+            raise ValueError(f"dataset {name!r}: {err}") from None
+        ex = Explainer("grad", groups=units)
+        n_units = int(ex.unit_index(tuple(ds.input_shape)).max()) + 1
         try:
             check_k(k, n_units)
         except ValueError as err:
@@ -496,9 +516,10 @@ def check_grid(cfg: BenchConfig) -> None:
             params = dict(opts.get("params", {}).get(cell["method"], {}))
             if cell["weight"] is not None:
                 params[cell["weight_name"]] = cell["weight"]
-            ev = {**cfg.evaluate, **opts.get("evaluate", {})}
             if "explainer" in ev:
                 params.setdefault("explainer", ev["explainer"])
+            if units is not None:
+                params.setdefault("groups", units)
             try:
                 get_method(cell["method"], k=k, **params)
             except (TypeError, ValueError) as err:
