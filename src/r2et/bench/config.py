@@ -168,22 +168,14 @@ class BenchConfig:
                 )
             _check_dataset_options(name, opts, self.methods)
         check_number("max_acc_drop", self.max_acc_drop, 0, 1)
-        if self.min_deletion_ratio is not None:
+        for key in ("min_deletion_ratio", "min_distinct_ratio"):  # optional rule conditions
+            value = getattr(self, key)
+            if value is None:
+                continue
             try:
-                check_number("min_deletion_ratio", self.min_deletion_ratio, 0, 1)
+                check_number(key, value, 0, 1)
             except ValueError:
-                raise ValueError(
-                    f"min_deletion_ratio must be None or lie in [0, 1], "
-                    f"got {self.min_deletion_ratio!r}"
-                ) from None
-        if self.min_distinct_ratio is not None:
-            try:
-                check_number("min_distinct_ratio", self.min_distinct_ratio, 0, 1)
-            except ValueError:
-                raise ValueError(
-                    f"min_distinct_ratio must be None or lie in [0, 1], "
-                    f"got {self.min_distinct_ratio!r}"
-                ) from None
+                raise ValueError(f"{key} must be None or lie in [0, 1], got {value!r}") from None
         if self.device is not None:
             check_device("device", self.device)
         if self.threads is not None:
