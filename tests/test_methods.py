@@ -171,7 +171,7 @@ def test_optimizer_kwargs():
         (("r2et-mm",), {"k": 2, "m": 3}, "m=3"),
         (("r2et-mm",), {"k": 8, "m": 0}, "m must be"),
         (("at",), {"k": 8, "at_steps": 0}, "at_steps"),
-        (("r2et",), {"k": 8, "explainer": "grad"}, "explainer"),
+        (("r2et",), {"k": 8, "explainer": 3}, "explainer"),
     ],
 )
 def test_bad_arguments(args, kwargs, match):
