@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_summary import read_rows, selected, stat  # noqa: E402
 
 from r2et.bench.config import load_config  # noqa: E402
-from r2et.bench.runner import grid_cells, run_bench  # noqa: E402
+from r2et.bench.runner import run_bench  # noqa: E402
 from r2et.bench.selection import STABILITY  # noqa: E402
 
 
@@ -55,8 +55,7 @@ def main() -> None:
     )
     cfg.grid = {m: [s["weight"]] for m, s in chosen.items() if s["weight"] is not None}
     cfg.validate()
-    cells = grid_cells(cfg)
-    new = run_bench(cfg, args.out, cells=cells, resume=True, progress=True, report=False)
+    new = run_bench(cfg, args.out, resume=True, progress=True, report=False)
     print(f"| method (weight) | stored grad P@k | recomputed | {' | '.join(explainers)} |")
     for m, s in chosen.items():
         mine = [r for r in new if r["method"] == m]

@@ -331,6 +331,10 @@ def test_the_bench_explainer_is_trained_and_scored(toml_path, tmp_path):
     r2et = next(r for r in rows if r["method"] == "r2et-noh")
     assert r2et["method_config"]["explainer"]["method"] == "grad_x_input"
     assert 0 <= r2et["x_grad_p_at_k"] <= 1
+    from r2et.bench.report import explainer_table
+
+    head = explainer_table(rows, 0.02, main="grad_x_input").splitlines()[0]
+    assert head == "| Dataset | Method | grad_x_input P@k / del. | grad P@k / del. |"
     # the reported deletion gain is grad x input's: recompute it on the same model
     ds = load_dataset("breast-cancer", seed=0)
     from r2et.train import load_run

@@ -416,6 +416,16 @@ class _QuantusStyleMetric:
         self.aggregate_func = np.mean if aggregate_func is None else aggregate_func
         self.evaluation_scores: list[float] = []
 
+    def _set_ball(self, k: int, radius_name: str, radius: float, norm: str, seed: int) -> float:
+        """Check and keep the settings both measures share: top-``k``, the ``norm`` ball's
+        radius (returned as a float, named ``radius_name`` in errors) and the ``seed``."""
+        self.k = check_int("k", k, 1)
+        check_positive(radius_name, radius)
+        check_choice("norm", norm, ("linf", "l2"))
+        self.norm = norm
+        self.seed = check_int("seed", seed, 0)
+        return float(radius)
+
     def _explainer_for(self, explain_func: Any) -> Any:
         if self.explainer is not None:
             return self.explainer
@@ -513,13 +523,8 @@ class PrecisionAtKUnderAttack(_QuantusStyleMetric):
         from r2et.attacks import list_presets
 
         super().__init__(explainer, return_aggregate, aggregate_func)
-        self.k = check_int("k", k, 1)
-        check_positive("eps", eps)
-        self.eps = float(eps)
-        check_choice("norm", norm, ("linf", "l2"))
-        self.norm = norm
+        self.eps = self._set_ball(k, "eps", eps, norm, seed)
         self.bounds = bounds
-        self.seed = check_int("seed", seed, 0)
         self.search_steps = check_int("search_steps", search_steps, 1)
         if isinstance(attack, str):
             check_choice("attack", attack, (*list_presets(), "search"))
@@ -586,14 +591,9 @@ class Thickness(_QuantusStyleMetric):
         aggregate_func: Callable[[Any], float] | None = None,
     ) -> None:
         super().__init__(explainer, return_aggregate, aggregate_func)
-        self.k = check_int("k", k, 1)
-        check_positive("radius", radius)
-        self.radius = float(radius)
-        check_choice("norm", norm, ("linf", "l2"))
-        self.norm = norm
+        self.radius = self._set_ball(k, "radius", radius, norm, seed)
         self.n_samples = check_int("n_samples", n_samples, 1)
         self.n_steps = check_int("n_steps", n_steps, 1)
-        self.seed = check_int("seed", seed, 0)
 
     def _batch(
         self,

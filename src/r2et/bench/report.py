@@ -180,10 +180,12 @@ def explainer_table(
     max_acc_drop: float,
     min_deletion_ratio: float | None = 0.9,
     min_distinct_ratio: float | None = None,
+    main: str = "grad",
 ) -> str:
     """Explainer generalisation (``evaluate.explainers``): per dataset and method (selected
-    setting), ensemble P@k and deletion gain of gradient saliency (what was trained and
-    reported) beside each other explainer's, attacked through itself by the same ensemble."""
+    setting), ensemble P@k and deletion gain of the ``main`` explainer (``evaluate.explainer``:
+    what was trained and reported) beside each other explainer's, attacked through itself by
+    the same ensemble."""
     chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
     names = sorted(
         {
@@ -193,7 +195,7 @@ def explainer_table(
             if k.startswith("x_") and k.endswith("_p_at_k")
         }
     )
-    head = " | ".join(f"{n} P@k / del." for n in ["grad", *names])
+    head = " | ".join(f"{n} P@k / del." for n in [main, *names])
     lines = [f"| Dataset | Method | {head} |", "|---|---|" + "---:|" * (1 + len(names))]
     for (d, m), sel in chosen.items():
         cells = []
@@ -282,6 +284,7 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
     out = Path(out)
     ratio = getattr(cfg, "min_deletion_ratio", 0.9)
     local = getattr(cfg, "min_distinct_ratio", None)
+    main = cfg.evaluate.get("explainer", "grad")
     table = results_table(rows, cfg.max_acc_drop, cfg.methods, ratio, min_distinct_ratio=local)
     plots = write_plots(out, rows, cfg)
     text = [
@@ -310,9 +313,9 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         *_section(
             bool(cfg.evaluate.get("explainers")),
             "Explainer generalisation",
-            "Each selected model (trained on gradient saliency) explained by other explainers, "
+            f"Each selected model (trained on `{main}` saliency) explained by other explainers, "
             "each attacked through itself by the same ensemble: ensemble P@k / deletion gain.",
-            lambda: explainer_table(rows, cfg.max_acc_drop, ratio, local),
+            lambda: explainer_table(rows, cfg.max_acc_drop, ratio, local, main),
         ),
         "## Plots",
         "",

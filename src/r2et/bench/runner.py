@@ -243,6 +243,22 @@ def evaluate_cell(
     return row
 
 
+def _method_params(
+    cell: dict[str, Any], opts: dict[str, Any], ev: dict[str, Any], units: Any
+) -> dict[str, Any]:
+    """``get_method`` keywords of a cell: the dataset's ``params`` for its method, the cell's
+    weight, and the benchmark's explanation (``ev["explainer"]``, attribute ``units``), so
+    that every method trains on what is scored."""
+    params = dict(opts.get("params", {}).get(cell["method"], {}))
+    if "explainer" in ev:
+        params.setdefault("explainer", ev["explainer"])
+    if units is not None:
+        params.setdefault("groups", units)
+    if cell["weight"] is not None:
+        params[cell["weight_name"]] = cell["weight"]
+    return params
+
+
 def _units(ds: Any, ev: dict[str, Any]) -> Any:
     """The feature groups the benchmark ranks (``ev["groups"]``: the dataset's attributes), or
     None for single features; ``ValueError`` for a dataset without groups."""
@@ -257,10 +273,10 @@ def _other_explainers(
     model: torch.nn.Module, ds: Any, k: int, eps: float, ev: dict[str, Any], seed: int,
     bounds: Any, preset: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Explainer generalisation (``ev["explainers"]``): the model trained on gradient saliency
-    explained by each other explainer, attacked through that explainer by the same ensemble on
-    the first ``ev["explainer_n"]`` (default ``n``) test inputs: ``x_<name>_p_at_k`` and
-    ``x_<name>_deletion_gain``."""
+    """Explainer generalisation (``ev["explainers"]``): the model trained on the benchmark's
+    explainer (``ev["explainer"]``, default the gradient) explained by each other explainer,
+    attacked through that explainer by the same ensemble on the first ``ev["explainer_n"]``
+    (default ``n``) test inputs: ``x_<name>_p_at_k`` and ``x_<name>_deletion_gain``."""
     from r2et.attacks import create_attack
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
@@ -302,14 +318,8 @@ def _cell_task(
     ds = load_bench_dataset(cell["dataset"], cell["seed"], cfg)
     k, eps, opts = dataset_settings(cfg, ds)
     model = _model_from_bytes(pretrained)
-    weights = {cell["weight_name"]: cell["weight"]} if cell["weight"] is not None else {}
-    params = dict(opts.get("params", {}).get(cell["method"], {}))
     ev = {**cfg.evaluate, **opts.get("evaluate", {})}
-    if "explainer" in ev:  # train on the explanation that is scored
-        params.setdefault("explainer", ev["explainer"])
-    if _units(ds, ev) is not None:  # and on the units that are ranked
-        params.setdefault("groups", ds.groups)
-    method = get_method(cell["method"], k=k, **{**params, **weights})
+    method = get_method(cell["method"], k=k, **_method_params(cell, opts, ev, _units(ds, ev)))
     ft = {**cfg.finetune, **opts.get("finetune", {})}
     t0 = time.perf_counter()
     res = fit(
@@ -513,15 +523,8 @@ def check_grid(cfg: BenchConfig) -> None:
         for cell in grid_cells(cfg):
             if cell["dataset"] != name:
                 continue
-            params = dict(opts.get("params", {}).get(cell["method"], {}))
-            if cell["weight"] is not None:
-                params[cell["weight_name"]] = cell["weight"]
-            if "explainer" in ev:
-                params.setdefault("explainer", ev["explainer"])
-            if units is not None:
-                params.setdefault("groups", units)
             try:
-                get_method(cell["method"], k=k, **params)
+                get_method(cell["method"], k=k, **_method_params(cell, opts, ev, units))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"dataset {name!r}, method {cell['method']!r}: {err}") from None
 
@@ -625,7 +628,7 @@ def run_bench(
         for sub in ("cells", "pretrain", "models", "errors", "plots"):
             remove_stale_temps(out / sub)
         remove_stale_temps(out, recursive=False)
-        legacy = set(_legacy_digests(config))
+        legacy: set[str] = set()  # the folder's own digest under the earlier rule
         cfg_path = out / "config.json"
         if ResultStore(out).has_results() or cfg_path.exists():
             if not resume:
@@ -647,7 +650,7 @@ def run_bench(
                         f"cannot resume {out}: its configuration differs in {diff}; "
                         "use the same settings or another --out"
                     )
-                legacy |= set(_legacy_digests(old))  # the folder's own, under the old rule
+                legacy = set(_legacy_digests(old))
         store = ResultStore(out, digest, models=cfg.save_models, also_accept=tuple(legacy))
         store.retag(all_cells)
         for ds_name, seed in sorted({(c["dataset"], c["seed"]) for c in all_cells}):

@@ -115,9 +115,11 @@ class ResultStore:
         (``also_accept``) with :attr:`digest`, one atomic write each, so that the folder keeps
         its finished cells after the configuration file is updated. Returns how many."""
         n = 0
+        if self.digest is None or self.accepted == {self.digest}:
+            return n  # nothing earlier is accepted: nothing to re-tag
         for cell in cells:
             path = self.cell_path(cell)
-            if self.digest is None or self.problem(cell) is not None:
+            if self.problem(cell) is not None:
                 continue
             row = read_json(path)
             if row.get("config_sha256") != self.digest:
