@@ -322,7 +322,7 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="NaN"):
         ERAttack(ex, 3, 0.1)(model, x.masked_fill(x > 1, float("nan")))
     with pytest.raises(ValueError, match="ex"):
-        ERAttack("grad", 3, 0.1)
+        ERAttack(42, 3, 0.1)  # type: ignore[arg-type]  (a name such as "grad" is accepted)
 
 
 # --------------------------------------------------------------------------- real data

@@ -325,7 +325,7 @@ def test_bad_input_raises_one_line_errors() -> None:
     with pytest.raises(ValueError, match="sigma"):
         certified_radius(model, x, ex, 2, "smoothed", sigma=0.0)
     with pytest.raises(TypeError, match="explainer"):
-        certified_radius(model, x, "grad", 2)  # type: ignore[arg-type]
+        certified_radius(model, x, 42, 2)  # type: ignore[arg-type]  (names are accepted)
     cnn = build_model("cnn", [1, 28, 28], 3, channels=[2, 2], hidden=4).double()
     with pytest.raises(TypeError, match="smoothed"):
         certified_radius(cnn, torch.zeros(1, 1, 28, 28, dtype=torch.float64), ex, 2)

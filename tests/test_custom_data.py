@@ -45,7 +45,7 @@ def test_from_tensors_defaults_and_val_carving():
         ((torch.randn(5, 3), torch.full((5,), 0.5)), ValueError, "integer class labels"),
         ((torch.randn(5, 3), -torch.ones(5)), ValueError, ">= 0"),
         ((torch.full((5, 3), float("nan")), torch.zeros(5)), ValueError, "NaN"),
-        ((torch.randn(5, 1), torch.zeros(5)), ValueError, "at least 2 ranked features"),
+        ((torch.randn(5, 1), torch.zeros(5).long()), ValueError, "at least 2 ranked features"),
     ],
 )
 def test_bad_user_data_is_one_clear_error(bad, err, match):

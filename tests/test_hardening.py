@@ -125,7 +125,10 @@ def test_nan_checkpoint_is_refused_by_the_cli(tmp_path, capsys):
     cfg = json.loads((run / "config.json").read_text())
     import hashlib
 
+    from r2et.train import _run_digest
+
     cfg["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    cfg["run_sha256"] = _run_digest(cfg["weights_sha256"], cfg)
     (run / "config.json").write_text(json.dumps(cfg))
     rc = main(["evaluate", str(run), "--n", "5", "--preset", "fast", "--no-progress"])
     _one_line_error(capsys, 2, rc, "non-finite")

@@ -121,11 +121,15 @@ def test_factory_checkpoint_is_rebuilt_and_evaluated_by_the_cli(tmp_path, user_m
     )
     spec = json.loads((folder / "config.json").read_text())["model"]
     assert spec["factory"] == "r2et_user_models:Net" and spec["kwargs"] == {"n_features": 30}
-    run = r2et.load_run(folder)
+    with pytest.raises(ValueError, match="r2et_user_models:Net"):
+        r2et.load_run(folder)  # a class outside r2et and torch is code: it needs trust
+    run = r2et.load_run(folder, trust_factory=True)
     assert isinstance(run.model, user_module.Net)
     x = ds.split("test")[0]
     assert torch.equal(run.model(x), res.model(x))
-    code = main(["evaluate", str(folder), "--n", "12", "--preset", "fast", "--no-progress"])
+    args = ["evaluate", str(folder), "--n", "12", "--preset", "fast", "--no-progress"]
+    assert main(args) == 2 and "--trust-factory" in capsys.readouterr().err
+    code = main([*args, "--trust-factory"])
     out = capsys.readouterr().out
     assert code == 0 and "ensemble" in out and "P@" in out
     assert (folder / "evaluation_test.json").is_file()
@@ -182,8 +186,10 @@ def test_factory_errors_are_one_line(tmp_path):
     cfg = json.loads(cfg_path.read_text())
     cfg["model"]["factory"] = "os:getcwd"
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="trust_factory"):
+    with pytest.raises(ValueError, match="run_sha256"):
         r2et.load_run(tmp_path / "f")
+    with pytest.raises(ValueError, match="trust_factory"):
+        r2et.load_run(tmp_path / "f", verify=False)
 
 
 # ------------------------------------------------------------------------------- CSV CLI

@@ -295,13 +295,15 @@ def test_mismatched_architecture_is_refused(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["model"]["hidden"] = [16, 8]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="run_sha256 does not match"):
+        load_run(tmp_path)  # the model section is covered by the run's digest
     with pytest.raises(ValueError, match="does not match the model's architecture"):
-        load_run(tmp_path)
+        load_run(tmp_path, verify=False)
     other = build_model("mlp", [10], 2, hidden=[32])
-    with pytest.raises(ValueError, match="does not match"):
-        load_model_into(other, tmp_path)
+    with pytest.raises(ValueError, match="does not match the model's architecture"):
+        load_model_into(other, tmp_path, verify=False)
     same = _model(seed=5)
-    load_model_into(same, tmp_path)
+    load_model_into(same, tmp_path, verify=False)
     assert all(torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters()))
     # a module not built by build_model: a weights-only run, loaded into a given instance
     save_run(tmp_path / "x", nn.Linear(3, 2), {}, {})

@@ -7,7 +7,9 @@ conventions require.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -23,6 +25,7 @@ def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``t`` holds NaN or Inf."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_not_meta(name, t)
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
@@ -242,3 +245,195 @@ def count_model_parameters(spec: dict[str, object], where: str = "model spec") -
             f"{where} describes a model of {count:,} parameters; the limit is {MAX_PARAMETERS:,}"
         )
     return count
+
+
+def check_bounds_pair(name: str, bounds: object, input_shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless ``bounds`` is a ``(low, high)`` pair of finite numbers or
+    tensors that broadcast to one input of ``input_shape``, with ``low <= high`` everywhere (an
+    empty box holds no input: nothing can be attacked or certified inside it)."""
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"{name} must be a (low, high) pair, got {bounds!r}")
+    try:
+        lo, hi = (torch.as_tensor(b).detach().to("cpu", torch.float64) for b in bounds)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a pair of numbers or tensors, got {bounds!r}") from None
+    for end, t in (("low", lo), ("high", hi)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: the {end} end holds NaN or infinite values")
+        try:
+            torch.broadcast_shapes(tuple(t.shape), tuple(input_shape))
+        except RuntimeError:
+            raise ValueError(
+                f"{name}: the {end} end has shape {tuple(t.shape)}, which does not fit one "
+                f"input of shape {tuple(input_shape)}"
+            ) from None
+    try:
+        bad = lo > hi
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: the low end {tuple(lo.shape)} and high end {tuple(hi.shape)} do not match"
+        ) from None
+    if bool(bad.any()):
+        idx = int(bad.flatten().nonzero()[0])
+        lo_b, hi_b = torch.broadcast_tensors(lo, hi)
+        lo_v, hi_v = float(lo_b.flatten()[idx]), float(hi_b.flatten()[idx])
+        raise ValueError(
+            f"{name}: the low end exceeds the high end (low {lo_v:g} > high {hi_v:g} at entry "
+            f"{idx}; {int(bad.sum())} entries in all); the box is empty"
+        )
+
+
+# ------------------------------------------------------------------ sizes, explainers, devices
+def check_size(name: str, value: object) -> int:
+    """Return a layer or input size as an int, raising ``ValueError`` unless it is an integer
+    ``>= 1`` (a bool, a float such as ``2.5``, zero and negative sizes are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def check_sizes(
+    name: str, value: object, *, min_len: int = 0, length: int | None = None
+) -> list[int]:
+    """Return a list of sizes (e.g. hidden widths) as ints, raising ``ValueError`` unless
+    ``value`` is a list or tuple of ints ``>= 1`` with at least ``min_len`` (exactly
+    ``length``, when given) entries."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list of sizes (ints >= 1), got {value!r}")
+    sizes = [check_size(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if length is not None and len(sizes) != length:
+        raise ValueError(f"{name} must list exactly {length} sizes, got {list(value)!r}")
+    if len(sizes) < min_len:
+        raise ValueError(f"{name} must list at least {min_len} size(s), got {list(value)!r}")
+    return sizes
+
+
+def as_explainer(value: Any) -> Any:
+    """An explainer name (``"grad"``) or ``Explainer.config()`` dict as an
+    :class:`~r2et.Explainer`, as :func:`~r2et.get_method` accepts them; anything else is
+    returned unchanged (the caller checks the explainer protocol)."""
+    from r2et.explain import Explainer
+
+    if isinstance(value, str):
+        return Explainer(value)
+    if isinstance(value, dict):
+        try:
+            return Explainer(**value)
+        except TypeError as err:
+            raise ValueError(
+                f"explainer config {value!r} does not describe an Explainer ({err})"
+            ) from None
+    return value
+
+
+def check_not_meta(name: str, t: object) -> None:
+    """Raise ``ValueError`` for a tensor on the ``meta`` device (a shape without data)."""
+    if isinstance(t, torch.Tensor) and t.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the meta device: it has a shape but no data; create it on 'cpu' "
+            "or 'cuda'"
+        )
+
+
+def model_placement(model: object) -> tuple[torch.device | None, torch.dtype | None]:
+    """``(device, floating dtype)`` of an ``nn.Module``'s first floating parameter (else
+    buffer): where its inputs must be and what floating dtype they must have. ``(None, None)``
+    for another callable or a module without tensors (its dtype None when no tensor is
+    floating). ``ValueError`` for a model whose weights are on the ``meta`` device."""
+    if not isinstance(model, torch.nn.Module):
+        return None, None
+    tensors = [*model.parameters(), *model.buffers()]
+    if not tensors:
+        return None, None
+    floating = next((t for t in tensors if t.is_floating_point()), None)
+    ref = tensors[0] if floating is None else floating
+    if ref.device.type == "meta":
+        raise ValueError(
+            "the model's weights are on the meta device (shapes without data); load or "
+            "initialise them first (e.g. model.to_empty(device='cpu') and load_state_dict)"
+        )
+    return ref.device, None if floating is None else floating.dtype
+
+
+def to_model(model: object, t: Any, name: str = "x") -> Any:
+    """``t`` on the model's device, a floating ``t`` cast to the model's floating dtype
+    (:func:`model_placement`): inputs follow the model, whatever device or floating dtype
+    the caller's are (a float64 input of a float32 model is run in float32). Non-tensors, and
+    every input of a model without tensors, are returned unchanged; ``ValueError`` for a
+    tensor on the ``meta`` device."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    check_not_meta(name, t)
+    dev, dtype = model_placement(model)
+    if dev is None:
+        return t
+    if t.is_floating_point() and dtype is not None and t.dtype != dtype:
+        return t.to(device=dev, dtype=dtype)
+    return t.to(dev)
+
+
+def kwargs_to_model(model: object, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every tensor of a model's keyword inputs moved and cast by :func:`to_model`."""
+    return {key: to_model(model, v, key) for key, v in kwargs.items()}
+
+
+def check_forward(
+    model: Any, x: torch.Tensor, kwargs: dict[str, Any] | None = None, name: str = "x"
+) -> None:
+    """Run ``model`` on the first rows (at most 2) of ``x`` without gradients and turn a
+    torch ``RuntimeError`` (a shape, dtype or device that does not fit the model) into one
+    ``ValueError`` naming ``x``'s shape, dtype and device; a model built by
+    :func:`~r2et.build_model` is first checked against its spec (:func:`check_model_input`).
+    Out-of-memory errors pass through."""
+    from r2et._kwargs import take_rows
+
+    check_model_input(model, x, name)
+    m = min(2, int(x.shape[0]))
+    part = take_rows(kwargs or {}, slice(0, m), int(x.shape[0]))
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    try:
+        with torch.no_grad():
+            model(x[:m], **part)
+    except oom:
+        raise
+    except RuntimeError as err:
+        msg = " ".join(str(err).split())
+        msg = msg if len(msg) <= 300 else msg[:297] + "..."
+        raise ValueError(
+            f"{name} of shape {tuple(x.shape)} ({x.dtype}, on {x.device}) does not fit the "
+            f"model: {msg}"
+        ) from None
+
+
+def check_label_range(name: str, y: object, n_outputs: int) -> torch.Tensor:
+    """Raise ``ValueError`` unless ``y`` is a 1-D integer tensor of classes ``0..n_outputs-1``
+    of a model with ``n_outputs`` outputs; the message lists the labels outside that range
+    (at most 8 of them). Returns ``y``."""
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of class labels, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D tensor of class labels, got {tuple(y.shape)}")
+    bad = (y < 0) | (y >= n_outputs)
+    if bool(bad.any()):
+        values = torch.unique(y[bad]).tolist()
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise ValueError(
+            f"{name} holds class labels outside the model's outputs: {shown} "
+            f"({int(bad.sum())} label(s)); the model has {n_outputs} outputs, so labels must be "
+            f"in 0..{n_outputs - 1}"
+        )
+    return y
+
+
+def align_scores_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` after :func:`check_scores_pair`, with ``b`` moved to ``a``'s device and both
+    in their common dtype (a CUDA ``a`` and a CPU ``b`` are compared on the GPU); ``ValueError``
+    for boolean or complex scores."""
+    check_scores_pair(a, b)
+    for name, t in (("a", a), ("b", b)):
+        if t.dtype == torch.bool or t.is_complex():
+            raise ValueError(f"{name} must hold real-valued scores, got dtype {t.dtype}")
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(device=a.device, dtype=dtype)

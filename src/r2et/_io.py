@@ -6,7 +6,11 @@
   the previous version (or nothing) in place.
 * :func:`atomic_folder` does the same for a whole folder (a run folder, a benchmark unit):
   everything is written into a temporary sibling folder, which is renamed into place only
-  when complete, so a kill at any instant leaves either nothing or the whole folder.
+  when complete, so a kill at any instant leaves either nothing or the whole folder. An
+  existing folder is swapped with the new one in one step (Linux ``renameat2`` with
+  ``RENAME_EXCHANGE``); where that is not available it is moved aside to ``.NAME.<hex>.old``
+  and the new one renamed in, and :func:`restore_moved_aside` puts a folder moved aside by a
+  killed writer back, so the path always leads to the old or the new folder.
 * Temporary names all start with ``.`` and contain ``.tmp`` (``.NAME.<hex>.tmp``,
   ``.NAME.<hex>.tmpdir``, ``.NAME.<hex>.old``); :func:`remove_stale_temps` deletes the
   leftovers of a killed writer. Files and folders are created with the ordinary modes
@@ -19,12 +23,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import json
 import math
 import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,15 +126,76 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path} is not valid JSON ({err})") from None
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_NO_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", -1)}
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (Linux, glibc >= 2.28), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange_paths(a: str | Path, b: str | Path) -> bool:
+    """Swap the two existing paths ``a`` and ``b`` in one atomic step (``renameat2`` with
+    ``RENAME_EXCHANGE``); False, with nothing changed, where the platform or the file system
+    does not support it. Other failures raise ``OSError``."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace the existing folder ``target`` by the complete folder ``tmp``: swapped in one
+    step where possible, else moved aside to ``.NAME.<hex>.old`` (put back if the rename in
+    fails) and the new one renamed in. A ``.old`` folder is only ever a complete old folder:
+    it is renamed to a ``.tmpdir`` name before it is deleted."""
+    if exchange_paths(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return
+    old = _temp_sibling(target, "old")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    trash = _temp_sibling(target, "tmpdir")
+    try:
+        os.rename(old, trash)
+    except OSError:
+        trash = old
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_folder(target: str | Path) -> Iterator[Path]:
     """Build a folder atomically: ``with atomic_folder(dst) as tmp:`` write the files into
     ``tmp`` (a fresh hidden sibling of ``dst``); when the block ends without an error ``tmp``
-    is renamed to ``dst`` (an existing ``dst`` is replaced: moved aside, then deleted). On
-    any error, including ``KeyboardInterrupt``, ``tmp`` is deleted and ``dst`` is untouched.
-    A kill at any instant leaves ``dst`` either absent, the old folder or the new one, plus
-    hidden temporaries that :func:`remove_stale_temps` deletes."""
-    target = Path(target)
+    is renamed to ``dst``. An existing ``dst`` is replaced as a whole: swapped with ``tmp``
+    in one step (Linux ``renameat2`` ``RENAME_EXCHANGE``), else moved aside to
+    ``.NAME.<hex>.old`` and ``tmp`` renamed in; then the old folder is deleted. On any error,
+    including ``KeyboardInterrupt``, ``tmp`` is deleted and ``dst`` is untouched. A kill at
+    any instant leaves ``dst`` the old folder or the new one (absent only if there was none
+    before, or, without the exchange, moved aside to ``.NAME.<hex>.old``, which
+    :func:`restore_moved_aside` puts back), plus hidden temporaries that
+    :func:`remove_stale_temps` deletes."""
+    target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder")
@@ -136,16 +205,45 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync_dir(tmp)
         if target.exists():
-            old = _temp_sibling(target, "old")
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_in(tmp, target)
         else:
             os.rename(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def restore_moved_aside(target: str | Path, required: tuple[str, ...] = ()) -> bool:
+    """Put back a folder that :func:`atomic_folder` moved aside to ``.NAME.<hex>.old`` when
+    its writer was killed before the new folder was renamed in: if ``target`` is missing and
+    exactly one such sibling holds every file of ``required``, it is renamed to ``target``
+    and True is returned. False when there is nothing to restore; ``FileNotFoundError``
+    naming the candidates when there are several or the rename fails."""
+    target = Path(os.path.abspath(target))
+    if target.exists() or not target.parent.is_dir():
+        return False
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.[0-9a-f]+\.old$")
+    found = [
+        p
+        for p in target.parent.iterdir()
+        if pattern.match(p.name) and p.is_dir() and all((p / r).is_file() for r in required)
+    ]
+    if not found:
+        return False
+    if len(found) == 1:
+        try:
+            os.rename(found[0], target)
+            _fsync_dir(target.parent)
+            return True
+        except OSError:
+            if target.is_dir():  # restored by someone else meanwhile
+                return True
+    names = ", ".join(sorted(p.name for p in found))
+    raise FileNotFoundError(
+        f"{target} does not exist, but an interrupted overwrite left the old folder beside it "
+        f"({names}); rename it to {target.name} to recover it"
+    )
 
 
 def is_temp_name(name: str) -> bool:

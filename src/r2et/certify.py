@@ -62,13 +62,24 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 
-from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et._checks import (
+    as_explainer,
+    check_batch,
+    check_bounds_pair,
+    check_choice,
+    check_forward,
+    check_int,
+    check_k,
+    check_positive,
+    kwargs_to_model,
+    to_model,
+)
 from r2et._kwargs import repeat_rows, take_rows
 from r2et.explain import Explainer, repeat_batch
 from r2et.metrics import topk_mask
@@ -208,11 +219,28 @@ def certified_radius(
     (Bonferroni over features), noise seeded by ``seed``. ``radii``: where the certified P@k
     lower bound is reported (default: 16 points up to ``max_radius``, smoothed: up to
     ``2 sigma``). See the module docstring for the formulas. The model runs in eval mode.
+
+    ``explainer`` may be an explainer name (``"grad"``). ``bounds`` must be finite with
+    ``low <= high`` everywhere (an empty box certifies nothing). ``x`` (a floating batch) is
+    run where the model is: moved to its device and cast to its floating dtype, so the
+    certificate is about the input as the model sees it (a float64 ``x`` of a float32 model is
+    certified at its float32 rounding); the result comes back on ``x``'s device. A shape that
+    does not fit the model raises one ``ValueError``.
     """
     check_choice("method", method, METHODS)
     check_batch("x", x)
+    explainer = as_explainer(explainer)
     if not (hasattr(explainer, "scores") and hasattr(explainer, "reduce_attr")):
         raise TypeError(f"explainer must be an r2et Explainer, got {type(explainer).__name__}")
+    if bounds is not None:
+        check_bounds_pair("bounds", bounds, tuple(x.shape[1:]))
+        for end, b in zip(("low", "high"), bounds):
+            shape = tuple(torch.as_tensor(b).shape)
+            if torch.broadcast_shapes(shape, x.shape[1:]) != x.shape[1:]:
+                raise ValueError(
+                    f"bounds: the {end} end has shape {shape}; it must broadcast to one input "
+                    f"of shape {tuple(x.shape[1:])} (a scalar or per-feature values)"
+                )
     check_int("n_bisect", n_bisect, 1)
     check_int("batch_size", batch_size, 1)
     check_int("seed", seed, 0)
@@ -226,8 +254,13 @@ def certified_radius(
             raise ValueError(f"alpha must be a float in (0, 1), got {alpha!r}")
     top = max_radius if method == "deterministic" else 2 * sigma
     grid = _radii(radii, top, x)
+    home = x.device
+    x = to_model(model, x.detach())
+    target = to_model(model, target, "target")
+    forward_kwargs = kwargs_to_model(model, forward_kwargs)
     t0 = time.perf_counter()
     with eval_mode(model), torch.no_grad():
+        check_forward(model, x, forward_kwargs)
         if method == "deterministic":
             res = _deterministic(
                 model, x, explainer, k, target, grid, bounds, max_radius, n_bisect, rtol,
@@ -241,6 +274,16 @@ def certified_radius(
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     res.seconds = time.perf_counter() - t0
+    return res if home == x.device else _to_device(res, home)
+
+
+def _to_device(res: CertificateResult, device: torch.device) -> CertificateResult:
+    """``res`` with its per-input tensors moved to ``device`` (the caller's input's; ``radii``
+    stays on the CPU, as always)."""
+    for f in fields(res):
+        v = getattr(res, f.name)
+        if isinstance(v, torch.Tensor) and f.name != "radii":
+            setattr(res, f.name, v.to(device))
     return res
 
 
@@ -287,6 +330,13 @@ def relu_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[nn.Line
         )
     layers = [m for m in seq if isinstance(m, nn.Linear)]
     if x is not None:
+        n_in = int(x[0].numel()) if x.dim() >= 1 and x.shape[0] > 0 else -1
+        if x.dim() < 2 or n_in != layers[0].in_features:
+            raise ValueError(
+                f"x of shape {tuple(x.shape)} does not fit the network, whose first Linear "
+                f"layer takes {layers[0].in_features} features: pass a batch (N, ...) of "
+                "inputs with that many entries each"
+            )
         h = x.flatten(1)
         for i, lin in enumerate(layers):
             h = lin(h)

@@ -193,17 +193,19 @@ def _data_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_dataset(config: dict[str, Any], args: argparse.Namespace) -> tuple[str, Any]:
     """The dataset a run was trained on (name, seed and loader keywords from its config;
-    ``--path``/``--target``/``--data-param`` override the keywords)."""
-    from r2et.data import load_dataset
+    ``--path``/``--target``/``--data-param`` override the keywords), its data file checked
+    against the SHA-256 the run recorded (refused when changed, unless
+    ``--accept-changed-data``)."""
+    from r2et.data import load_run_dataset
 
-    name, seed = _dataset_name(config)
-    params = config.get("data_params", {})
-    if not isinstance(params, dict):
-        raise ValueError(f"the run's config.json has bad data_params {params!r}")
-    return name, load_dataset(name, seed=seed, **{**params, **_data_params(args)})
+    name, _ = _dataset_name(config)
+    accept = bool(getattr(args, "accept_changed_data", False))
+    return name, load_run_dataset(config, accept_changed_data=accept, **_data_params(args))
 
 
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
+def _add_data_args(parser: argparse.ArgumentParser, reload: bool = False) -> None:
+    """The data options; ``reload`` (commands that reload a run's data: evaluate, explain)
+    adds ``--accept-changed-data``."""
     parser.add_argument("--path", type=_text_arg, default=None, help="data file (dataset csv)")
     parser.add_argument("--target", default=None, help="label column (dataset csv)")
     parser.add_argument(
@@ -212,6 +214,13 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any load_dataset keyword (repeatable), e.g. --data-param missing=impute",
     )
+    if reload:
+        parser.add_argument(
+            "--accept-changed-data",
+            action="store_true",
+            help="use the run's data file even if its SHA-256 differs from the one the run "
+            "recorded (default: refuse a changed file)",
+        )
 
 
 def _check_device(flag: str, device: str | None) -> Any:
@@ -271,9 +280,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from r2et.explain import Explainer
     from r2et.methods import get_method
     from r2et.models import build_model
-    from r2et.train import fit, load_run, save_run
+    from r2et.train import check_replaceable, fit, load_run, save_run
 
     _probe_writable("--out", Path(args.out), "folder")
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        if not args.overwrite:
+            raise ValueError(
+                f"--out {out} is not empty; give --overwrite to replace the run in it (the old "
+                "run stays until the new one is complete)"
+            )
+        check_replaceable(out, "--out")
     from r2et._checks import check_device
 
     device = check_device("--device", args.device)  # None: CUDA when available
@@ -435,7 +452,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) a benchmark grid and print the paper-style table."""
     from r2et.bench.config import load_config, parse_list
     from r2et.bench.report import results_table, selection_rule_text
-    from r2et.bench.runner import check_out, run_bench
+    from r2et.bench.runner import WORKER_EXECUTORS, check_out, run_bench
+
+    if args.workers is not None and args.executor not in WORKER_EXECUTORS:
+        raise ValueError(
+            f"--workers needs --executor process or ray; the {args.executor} executor runs one "
+            "cell at a time in this process"
+        )
 
     def listed(text: str | None, kind: type, flag: str) -> list[Any] | None:
         return None if text is None else parse_list(text, kind, flag)
@@ -657,9 +680,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune this run's model",
     )
     t.add_argument("--out", type=_text_arg, required=True, help="run folder to write")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty --out (atomically, once the new one is complete)",
+    )
     _add_data_args(t)
     t.add_argument(
-        "--trust-factory", action="store_true", help="let --pretrained call a factory function"
+        "--trust-factory",
+        action="store_true",
+        help="let --pretrained import and call its model factory (code outside r2et and torch)",
     )
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train)
@@ -699,9 +729,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=_SEED, default=0)
     e.add_argument("--device", default=None)
     e.add_argument("--no-progress", action="store_true")
-    _add_data_args(e)
+    _add_data_args(e, reload=True)
     e.add_argument(
-        "--trust-factory", action="store_true", help="let the run's model factory function run"
+        "--trust-factory",
+        action="store_true",
+        help="let the run import and call its model factory (code outside r2et and torch)",
     )
     e.set_defaults(func=cmd_evaluate)
 
@@ -727,10 +759,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--workers",
-        type=int,
+        type=_POS_INT,
         default=None,
-        help="processes of the process executor (default 1); with --threads T use "
-        "workers * T <= cores",
+        help="processes of the process executor (default 1; with --threads T use "
+        "workers * T <= cores), or Ray tasks in flight at once (default: all); refused with "
+        "the local executor",
     )
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--resume", action="store_true", help="skip finished cells in --out")
@@ -747,9 +780,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--k", type=_POS_INT, default=None)
     x.add_argument("--explainer", default="grad", choices=_explainers())
     x.add_argument("--out", type=_text_arg, default="saliency.png")
-    _add_data_args(x)
+    _add_data_args(x, reload=True)
     x.add_argument(
-        "--trust-factory", action="store_true", help="let the run's model factory function run"
+        "--trust-factory",
+        action="store_true",
+        help="let the run import and call its model factory (code outside r2et and torch)",
     )
     x.set_defaults(func=cmd_explain)
 
@@ -856,7 +891,11 @@ def _report(err: BaseException, debug: bool) -> int:
         code, msg = EXIT_LOCKED, f"r2et: error: {_one_line(err)}"
     elif isinstance(err, (ValueError, TypeError, FileNotFoundError, NotADirectoryError)):
         code, msg = EXIT_USAGE, f"r2et: error: {_one_line(err)}"
-    elif isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+    elif (
+        isinstance(err, MemoryError)
+        or type(err).__name__ == "OutOfMemoryError"
+        or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))  # CPU
+    ):
         code, msg = EXIT_OS, f"r2et: error: out of memory ({_one_line(err)})"
     elif isinstance(err, OSError):
         code, msg = EXIT_OS, f"r2et: error: {_os_message(err)}"

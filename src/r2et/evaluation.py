@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from r2et._checks import (
+    as_explainer,
     check_choice,
     check_finite_model,
     check_finite_output,
     check_int,
     check_k,
+    check_label_range,
     check_model_input,
     check_positive,
 )
@@ -182,7 +184,9 @@ def evaluate(
     the label (the attacks receive ``y`` accordingly). The split is processed in chunks of
     ``batch_size`` rows on the model's device; the model runs in eval mode and its previous
     mode is restored. ``k=None`` uses ``ds.default_k``; every attack must have been built with
-    the same k.
+    the same k. ``ex`` may be an explainer name (``"grad"``). Labels must be integer classes
+    of the model's outputs: a label outside ``0..C-1`` (C: the model's number of outputs) or a
+    non-integer label raises ``ValueError`` before anything is measured.
 
     Returns a JSON-ready dict: ``{"n", "k", "split", "accuracy", "accuracy_evaluated",
     "n_split", ["ground_truth_precision"], "thickness": {"radius", "mean", "std"},
@@ -199,6 +203,7 @@ def evaluate(
     check_finite_model(model)
     if not (hasattr(ds, "subset") and hasattr(ds, "default_k")):
         ds = as_dataset(ds, "evaluate")
+    ex = as_explainer(ex)
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
         raise ValueError(f"ex must be an r2et Explainer, got {type(ex).__name__}")
     k = ds.default_k if k is None else k
@@ -427,7 +432,11 @@ def _accuracy(
         for xb, yb, kwb in it:
             check_model_input(model, xb, name="the dataset's inputs")
             logits = model(xb, **kwb)
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+                raise ValueError(f"the model must return (N, n_classes) logits, got {got}")
             check_finite_output("the model", logits)
+            check_label_range("y", yb, int(logits.shape[1]))
             correct += int((logits.argmax(1) == yb).sum())
             total += int(yb.shape[0])
     return {"accuracy": correct / total, "n_split": total}

@@ -24,13 +24,17 @@ import torch.nn.functional as F
 
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import (
+    align_scores_pair,
+    as_explainer,
     check_batch,
     check_choice,
     check_finite,
+    check_forward,
     check_int,
     check_k,
     check_positive,
-    check_scores_pair,
+    kwargs_to_model,
+    to_model,
 )
 from r2et._kwargs import repeat_rows
 from r2et.explain import Explainer, quadrature, repeat_batch, sum_columns
@@ -55,8 +59,11 @@ def topk_gap(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def precision_at_k(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """P@k: ``|topk(a_n) ∩ topk(b_n)| / k`` for every row n, shape ``(N,)``, in [0, 1]."""
-    check_scores_pair(a, b)
+    """P@k: ``|topk(a_n) ∩ topk(b_n)| / k`` for every row n, shape ``(N,)``, in [0, 1].
+
+    ``a`` and ``b`` are ``(N, F)`` score matrices of one shape; ``b`` is moved to ``a``'s
+    device (the result is on ``a``'s device). ``k`` is an int in ``1..F-1``."""
+    a, b = align_scores_pair(a, b)
     k = check_k(k, a.shape[1])
     return (topk_mask(a, k) & topk_mask(b, k)).sum(1).to(a.dtype) / k
 
@@ -82,7 +89,7 @@ def ground_truth_precision(scores: torch.Tensor, truth: torch.Tensor, k: int) ->
 
 
 def _gather_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    check_scores_pair(a, b)
+    a, b = align_scores_pair(a, b)
     k = check_k(k, a.shape[1])
     idx = a.topk(k, dim=1).indices
     return a.gather(1, idx), b.gather(1, idx)
@@ -128,9 +135,28 @@ def topk_spearman(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``1 − ⟨a_n, b_n⟩ / (‖a_n‖ ‖b_n‖)`` per row, in [0, 2]."""
-    check_scores_pair(a, b)
+    """``1 − ⟨a_n, b_n⟩ / (‖a_n‖ ‖b_n‖)`` per row, in [0, 2] (``b`` moved to ``a``'s device;
+    integer scores are compared as floats)."""
+    a, b = align_scores_pair(a, b)
+    if not a.is_floating_point():
+        a, b = a.to(torch.get_default_dtype()), b.to(torch.get_default_dtype())
     return 1 - F.cosine_similarity(a, b, dim=1, eps=1e-12)
+
+
+def _model_inputs(
+    model: Any, x: torch.Tensor, ex: Any, fkw: dict[str, Any]
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``x`` (detached) and the forward keywords on the model's device and in its floating
+    dtype (:func:`r2et._checks.to_model`), checked by a forward of their first rows (a shape
+    that does not fit the model: ``ValueError``); ``ValueError`` when ``ex`` is no explainer."""
+    if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
+        raise ValueError(
+            f"ex must be an r2et Explainer or an explainer name, got {type(ex).__name__}"
+        )
+    x = to_model(model, x.detach())
+    fkw = kwargs_to_model(model, fkw)
+    check_forward(model, x, fkw)
+    return x, fkw
 
 
 def thickness(
@@ -160,14 +186,17 @@ def thickness(
     ``(S, *x.shape)`` (e.g. an attack's output). The explained class is fixed to ``target``
     (None: the prediction at ``x``) along the path. ``batch_size`` caps the rows per explainer
     call. A larger Θ means a wider margin between top-k and other features around x.
+    ``ex`` is an :class:`~r2et.Explainer` or an explainer name (``"grad"``). ``x`` is run on
+    the model's device and in its floating dtype; Θ comes back on ``x``'s device.
     """
+    ex = as_explainer(ex)
     check_batch("x", x)
     check_positive("radius", radius)
     check_choice("norm", norm, NORMS)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
-    n = x.shape[0]
-    x = x.detach()
+    n, home = x.shape[0], x.device
+    x, forward_kwargs = _model_inputs(model, x, ex, forward_kwargs)
     tgt = ex.resolve_target(model, x, target, **forward_kwargs)
     s0 = ex.scores(model, x, tgt, **forward_kwargs).detach()
     k = check_k(k, s0.shape[1])
@@ -177,6 +206,7 @@ def thickness(
         gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
         xp = sample_in_ball(x, radius, norm, n_samples, gen)
     else:
+        check_finite("x_prime", x_prime)
         xp = x_prime.detach().to(device=x.device, dtype=x.dtype)
         if xp.shape == x.shape:
             xp = xp.unsqueeze(0)
@@ -197,7 +227,7 @@ def thickness(
             s = ex.scores(model, xt, repeat_batch(tgt, hi - lo), **kw).detach()
             gap = topk_gap(s, repeat_batch(mask, hi - lo)).view(hi - lo, n)
             total = total + w * gap.sum(0)
-    return total / reps
+    return (total / reps).to(home)
 
 
 # ------------------------------------------------------------------ faithfulness and locality
@@ -264,19 +294,24 @@ def deletion(
     The class c is ``target`` (None: the prediction at x). ``scores`` (the clean ``(N, U)``
     scores) saves recomputing them. Deletion metrics in this form go back to Samek et al.
     (IEEE TNNLS 2017, "Evaluating the visualization of what a deep neural network has
-    learned").
+    learned"). ``ex`` may be an explainer name; ``x`` runs on the model's device and in its
+    floating dtype, and the results come back on ``x``'s device.
     """
+    ex = as_explainer(ex)
     check_batch("x", x)
     check_int("n_random", n_random, 1)
-    x = x.detach()
-    n = x.shape[0]
+    n, home = x.shape[0], x.device
+    x, forward_kwargs = _model_inputs(model, x, ex, forward_kwargs)
     tgt = ex.resolve_target(model, x, target, **forward_kwargs)
-    s = ex.scores(model, x, tgt, **forward_kwargs).detach() if scores is None else scores
-    k = check_k(k, s.shape[1])
     units = ex.unit_index(x.shape[1:])
+    if scores is None:
+        s = ex.scores(model, x, tgt, **forward_kwargs).detach()
+    else:
+        s = _given_scores(scores, n, units, x.device)
+    k = check_k(k, s.shape[1])
     if valid is None:
         valid = torch.ones_like(s, dtype=torch.bool)
-    elif valid.shape != s.shape:
+    elif not isinstance(valid, torch.Tensor) or valid.shape != s.shape:
         raise ValueError(f"valid must be a bool mask of shape {tuple(s.shape)}")
     valid = valid.to(device=s.device, dtype=torch.bool)
     p0 = _class_prob(model, x, tgt, forward_kwargs)
@@ -287,9 +322,22 @@ def deletion(
     xr = replace_units(repeat_batch(x, n_random), units, rand, baseline)
     kw = repeat_rows(forward_kwargs, n, n_random)
     p_rand = _class_prob(model, xr, repeat_batch(tgt, n_random), kw).view(n_random, n)
-    drop_top = p0 - p_top
-    drop_rand = (p0.unsqueeze(0) - p_rand).mean(0)
+    drop_top = (p0 - p_top).to(home)
+    drop_rand = (p0.unsqueeze(0) - p_rand).mean(0).to(home)
     return {"drop_topk": drop_top, "drop_random": drop_rand, "gain": drop_top - drop_rand}
+
+
+def _given_scores(scores: Any, n: int, units: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Caller-given clean scores: a finite ``(N, U)`` matrix with one column per unit of the
+    explainer (``U = max(unit_index) + 1``), moved to ``device``."""
+    check_finite("scores", scores)
+    n_units = int(units.max()) + 1
+    if scores.dim() != 2 or tuple(scores.shape) != (n, n_units):
+        raise ValueError(
+            f"scores must be the clean (N, U) = ({n}, {n_units}) scores of the explainer's "
+            f"units, got shape {tuple(scores.shape)}"
+        )
+    return scores.detach().to(device)
 
 
 def patch_units(image_shape: tuple[int, int], patch: int) -> torch.Tensor:
@@ -316,12 +364,19 @@ def occlusion_scores(
     """Single-unit occlusion importance, ``(N, U)``: ``|f_c(x) − f_c(x with unit u set to the
     baseline)|`` for every unit u, with ``f_c`` the explainer's output (logit, probability or
     loss of class c; Zeiler & Fergus, ECCV 2014). Units are the explainer's (or
-    ``unit_index``: one unit id per input entry); ``batch_size`` caps the rows per forward."""
+    ``unit_index``: one unit id per input entry); ``batch_size`` caps the rows per forward.
+    ``ex`` may be an explainer name; ``x`` runs on the model's device and in its floating
+    dtype, and the scores come back on ``x``'s device."""
+    ex = as_explainer(ex)
     check_batch("x", x)
-    x = x.detach()
-    n = x.shape[0]
+    check_int("batch_size", batch_size, 1)
+    n, home = x.shape[0], x.device
+    x, forward_kwargs = _model_inputs(model, x, ex, forward_kwargs)
     tgt = ex.resolve_target(model, x, target, **forward_kwargs)
-    units = ex.unit_index(x.shape[1:]) if unit_index is None else unit_index
+    if unit_index is None:
+        units = ex.unit_index(x.shape[1:])
+    else:
+        units = _check_unit_index(unit_index, tuple(x.shape[1:]))
     n_units = int(units.max()) + 1
     with torch.no_grad():
         f0 = ex.output_of(model, x, tgt, **forward_kwargs)
@@ -336,7 +391,20 @@ def occlusion_scores(
             kw = repeat_rows(forward_kwargs, n, m)
             f = ex.output_of(model, xo, repeat_batch(tgt, m), **kw).view(m, n)
             out[:, lo:hi] = (f0.unsqueeze(0) - f).abs().T
-    return out
+    return out.to(home)
+
+
+def _check_unit_index(unit_index: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """``unit_index`` if it is an integer tensor of one input's shape with ids >= 0."""
+    ok = isinstance(unit_index, torch.Tensor) and tuple(unit_index.shape) == shape
+    ok = ok and not (unit_index.is_floating_point() or unit_index.dtype == torch.bool)
+    if not ok or unit_index.numel() == 0 or int(unit_index.min()) < 0:
+        got = tuple(unit_index.shape) if isinstance(unit_index, torch.Tensor) else unit_index
+        raise ValueError(
+            f"unit_index must be an integer tensor of one input's shape {shape} holding unit "
+            f"ids >= 0, got {got!r}"
+        )
+    return unit_index.long()
 
 
 def occlusion_agreement(
@@ -358,13 +426,22 @@ def occlusion_agreement(
     An explanation that agrees with occlusion names units whose removal actually moves the
     explained output. For images ``patch`` (an int p) occludes ``p × p`` squares instead of
     pixels (so that it stays affordable): the explainer's pixel scores are summed per square
-    and both top-k are taken over squares with ``k_p = min(⌈k/p²⌉, U−1)``.
+    and both top-k are taken over squares with ``k_p = min(⌈k/p²⌉, U−1)``. ``ex`` may be an
+    explainer name; ``x`` runs on the model's device and in its floating dtype, and the
+    result comes back on ``x``'s device.
     """
+    ex = as_explainer(ex)
     check_batch("x", x)
-    x = x.detach()
+    check_int("k", k, 1)
+    check_int("patch", patch, 1, allow_none=True)
+    n, home = x.shape[0], x.device
+    x, forward_kwargs = _model_inputs(model, x, ex, forward_kwargs)
     tgt = ex.resolve_target(model, x, target, **forward_kwargs)
-    s = ex.scores(model, x, tgt, **forward_kwargs).detach() if scores is None else scores
     units = ex.unit_index(x.shape[1:])
+    if scores is None:
+        s = ex.scores(model, x, tgt, **forward_kwargs).detach()
+    else:
+        s = _given_scores(scores, n, units, x.device)
     if patch is not None and patch > 1:
         if x.dim() != 4 or ex.groups is not None or ex.reduce not in ("auto", "channel"):
             raise ValueError("patch occlusion needs image inputs (N, C, H, W) ranked by pixel")
@@ -377,7 +454,7 @@ def occlusion_agreement(
         model, x, ex, baseline=baseline, target=tgt, unit_index=units, batch_size=batch_size,
         **forward_kwargs,
     )  # fmt: skip
-    return precision_at_k(s, occ, check_k(k, s.shape[1]))
+    return precision_at_k(s, occ.to(s.device), check_k(k, s.shape[1])).to(home)
 
 
 def locality(scores: torch.Tensor, k: int) -> dict[str, Any]:
@@ -392,6 +469,8 @@ def locality(scores: torch.Tensor, k: int) -> dict[str, Any]:
     check_finite("scores", scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be an (N, F) matrix, got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise ValueError(f"scores must be a floating (N, F) matrix, got dtype {scores.dtype}")
     k = check_k(k, scores.shape[1])
     idx = scores.topk(k, dim=1).indices.sort(1).values
     distinct = int(torch.unique(idx, dim=0).shape[0])

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from r2et._checks import check_choice, check_positive
+from r2et._checks import check_choice, check_positive, check_size, check_sizes
 from r2et._registry import Registry
 from r2et._second_order import second_order as second_order  # public: r2et.models.second_order
 
@@ -41,6 +41,8 @@ ACTIVATIONS = ("relu", "softplus")
 
 def _activation(name: str, beta: float) -> nn.Module:
     check_choice("activation", name, ACTIVATIONS)
+    if name == "softplus":
+        check_positive("beta", beta)
     return nn.ReLU() if name == "relu" else nn.Softplus(beta=beta)
 
 
@@ -92,11 +94,12 @@ class MLP(nn.Module):
         beta: float = 10.0,
     ) -> None:
         super().__init__()
+        width = check_size("in_features", in_features)
+        n_classes = check_size("n_classes", n_classes)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, int(h)), _activation(activation, beta)]
-            width = int(h)
+        for h in check_sizes("hidden", hidden):
+            layers += [nn.Linear(width, h), _activation(activation, beta)]
+            width = h
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
 
@@ -122,7 +125,15 @@ class SmallCNN(nn.Module):
         input_norm: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
-        c1, c2 = (int(c) for c in channels)
+        in_channels = check_size("in_channels", in_channels)
+        for key, side in (("height", height), ("width", width)):
+            if check_size(key, side) < 4:
+                raise ValueError(
+                    f"cnn needs images of at least 4x4 pixels (two 2x2 pools), got {key}={side}"
+                )
+        c1, c2 = check_sizes("channels", channels, length=2)
+        hidden = check_size("hidden", hidden)
+        n_classes = check_size("n_classes", n_classes)
         self.features = nn.Sequential(
             _input_norm(input_norm, in_channels),
             nn.Conv2d(in_channels, c1, 3, padding=1),
@@ -210,9 +221,10 @@ class ResNet9(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("norm", norm, NORMS)
-        w = int(width)
-        if w < 1:
-            raise ValueError(f"width must be an int >= 1, got {width!r}")
+        w = check_size("width", width)
+        in_channels = check_size("in_channels", in_channels)
+        groups = check_size("groups", groups)
+        n_classes = check_size("n_classes", n_classes)
 
         def block(c_in: int, c_out: int, pool: bool = False) -> nn.Module:
             return _ConvBlock(c_in, c_out, norm, groups, _activation(activation, beta), pool)
@@ -300,10 +312,11 @@ class GCN(nn.Module):
         check_choice("readout", readout, READOUTS)
         check_choice("conv", conv, CONVS)
         self.readout = readout
-        if len(hidden) == 0:
+        if isinstance(hidden, (list, tuple)) and len(hidden) == 0:
             raise ValueError("hidden must list at least one GCN layer width")
         self.pool = pool
-        widths = [in_features] + [int(h) for h in hidden]
+        n_classes = check_size("n_classes", n_classes)
+        widths = [check_size("node_features", in_features), *check_sizes("hidden", hidden)]
         if conv == "gcn":
             self.layers = nn.ModuleList(
                 DenseGCNLayer(a, b, _activation(activation, beta))
@@ -407,7 +420,8 @@ class EdgeGNN(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("conv", conv, CONVS)
-        self.n_nodes = int(n_nodes)
+        self.n_nodes = check_size("n_nodes", n_nodes)
+        node_features = check_size("node_features", node_features)
         self.conv = conv
         self.gnn = GCN(int(node_features), n_classes, conv=conv, **kw)
 
@@ -457,6 +471,11 @@ def _build_cnn(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Modu
 def _build_resnet9(input_shape: Sequence[int], n_classes: int, **kw: Any) -> nn.Module:
     if len(input_shape) != 3:
         raise ValueError(f"resnet9 needs input_shape (C, H, W), got {tuple(input_shape)}")
+    if min(int(d) for d in input_shape[1:]) < 8:
+        raise ValueError(
+            f"resnet9 needs images of at least 8x8 pixels (three 2x2 pools), got input_shape "
+            f"{tuple(input_shape)}"
+        )
     return ResNet9(int(input_shape[0]), n_classes, **kw)
 
 
@@ -516,7 +535,7 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kw: Any
     check_choice("name", name, list_models())
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-    shape = [int(d) for d in input_shape]
+    shape = check_sizes("input_shape", input_shape, min_len=1)
     try:
         model = MODELS.get(name)(shape, n_classes, **kw)
     except TypeError as err:

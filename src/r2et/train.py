@@ -10,13 +10,16 @@ here, as the design names it ``r2et.train.evaluate``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import json
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,40 @@ def _check_data_for_model(model: nn.Module, ds: Any) -> None:
                 f"takes {tuple(shape)}"
             )
         check_labels(f"the {split} labels", y, int(x.shape[0]), n_classes)
+    y = ds.split("train")[1]
+    if len(y) == 0:
+        raise ValueError("the train split is empty; fit needs training rows")
+    if int(y.min()) == int(y.max()):
+        raise ValueError(
+            f"the train labels hold a single class ({int(y.min())}); a classifier needs at "
+            "least 2 classes"
+        )
+
+
+def _check_output_width(model: nn.Module, ds: Any, dev: torch.device, dtype: torch.dtype) -> None:
+    """Before training: the model's output on two training rows (eval mode, no gradient) is an
+    ``(N, C)`` tensor of logits with ``C >= ds.n_classes``; else one ``ValueError``."""
+    x, _, kw = ds.subset("train", 2)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(_cast(x, dev, dtype), **_to(kw, dev, dtype))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    n_classes = int(ds.n_classes)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(
+            f"the model returns {type(out).__name__}; fit trains a classifier that returns an "
+            f"(N, {n_classes}) tensor of logits"
+        )
+    if out.dim() != 2 or out.shape[0] != len(x) or out.shape[1] < n_classes:
+        raise ValueError(
+            f"the model outputs shape {tuple(out.shape)} for {len(x)} inputs, but the data has "
+            f"{n_classes} classes; fit needs (N, {n_classes}) logits (build the model with "
+            f"n_classes={n_classes})"
+        )
 
 
 def fit(
@@ -209,6 +246,16 @@ def fit(
 
     The model is left in eval mode. A non-finite loss raises ``ValueError`` naming the epoch
     and batch.
+
+    Before any step, one ``ValueError`` refuses: training labels of a single class (a
+    classifier needs at least 2), labels that are not an integer dtype (convert with
+    ``y.long()``), a model whose output on one batch is not ``(N, C)`` logits with at least
+    ``ds.n_classes`` columns (e.g. one output on two-class data), and for a DataLoader: batches
+    with items beyond ``(x, y)``, batches of different input shapes, and a loader that yields
+    more than :data:`r2et.data.custom.MAX_LOADER_ROWS` rows. A DataLoader, sized or not (an
+    ``IterableDataset``), is read once into memory, counting rows as it goes, so an endless
+    loader stops with that error instead of never returning; pass
+    ``from_tensors(loader, max_rows=...)`` to read more.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch nn.Module, got {type(model).__name__}")
@@ -222,6 +269,7 @@ def fit(
     _check_data_for_model(model, ds)
     model = method.prepare(model).to(plan.device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    _check_output_width(model, ds, plan.device, dtype)
     opt = build_optimizer(model, method, plan.optimizer, plan.lr)
     config = plan.config(method, ds)
     logger.info(
@@ -469,14 +517,51 @@ def factory_path(factory: str | Callable[..., Any]) -> str:
     return path
 
 
+_PLAIN_PACKAGES = ("r2et", "torch")
+
+
+def _split_factory_path(path: Any) -> tuple[list[str], list[str]]:
+    """``"a.b:C.D"`` -> ``(["a", "b"], ["C", "D"])``; ``ValueError`` unless every part is a
+    Python name, and always for a dunder part such as ``__main__`` (never imported)."""
+    module, sep, qualname = str(path).partition(":")
+    if not isinstance(path, str) or not sep or not module or not qualname:
+        raise ValueError(f"model factory {path!r} must read 'package.module:Name'")
+    modules, names = module.split("."), qualname.split(".")
+    for part in modules + names:
+        if not part.isidentifier():
+            raise ValueError(
+                f"model factory {path!r} must read 'package.module:Name' (dotted Python names)"
+            )
+        if part.startswith("__") and part.endswith("__"):
+            raise ValueError(
+                f"model factory {path!r} is refused: a factory path with a dunder part "
+                f"({part!r}) is never imported or called, even with trust_factory=True"
+            )
+    return modules, names
+
+
+def _check_factory_trust(path: str, trust_factory: bool, where: str) -> None:
+    """Before anything is imported: without ``trust_factory`` a factory must be a plain
+    public name inside the ``r2et`` or ``torch`` packages (``ValueError`` naming it)."""
+    modules, names = _split_factory_path(path)
+    if trust_factory:
+        return
+    if modules[0] not in _PLAIN_PACKAGES or any(p.startswith("_") for p in modules + names):
+        raise ValueError(
+            f"{where} is rebuilt by importing and calling {path!r}, code outside r2et and torch "
+            "that loading would run; load it with trust_factory=True (CLI: --trust-factory) "
+            "only if you trust that code, or pass model=<an instance of that architecture>"
+        )
+
+
 def resolve_factory(path: str) -> Callable[..., Any]:
     """Import ``"package.module:Qualified.name"`` and return the object (``ValueError`` when the
-    path is malformed or does not import; the message says to check ``PYTHONPATH``)."""
+    path is malformed, has a dunder part such as ``__main__``, or does not import; the message
+    says to check ``PYTHONPATH``). It imports whatever the path names: check trust first."""
     import importlib
 
-    module, sep, qualname = str(path).partition(":")
-    if not sep or not module or not qualname:
-        raise ValueError(f"model factory {path!r} must read 'package.module:Name'")
+    _split_factory_path(path)
+    module, _, qualname = path.partition(":")
     try:
         obj: Any = importlib.import_module(module)
         for part in qualname.split("."):
@@ -495,8 +580,6 @@ def _model_spec(
     model: nn.Module, factory: str | Callable[..., Any] | None, kwargs: dict[str, Any] | None
 ) -> dict[str, Any]:
     """``config["model"]``: the build_model spec, a factory spec, or a weights-only spec."""
-    import json
-
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     spec = getattr(model, "r2et_spec", None)
@@ -536,15 +619,22 @@ def save_run(
     given, else ``{"factory": None, "class": ...}`` (weights only: load them with
     ``load_run(folder, model=an_instance)``). ``"transforms"`` (architecture changes made
     after building, such as ``sp``'s ReLU → Softplus, from ``model.r2et_transforms``),
-    ``"dtype"``, ``"weights_sha256"`` (the SHA-256 of ``model.safetensors``, checked by
-    :func:`load_run`), ``"dataset"`` (``dataset.summary()`` when ``dataset`` is given) and
-    ``"versions"`` (r2et and torch). Returns the folder path.
+    ``"dtype"``, ``"weights_sha256"`` (the SHA-256 of ``model.safetensors``), ``"run_sha256"``
+    (the SHA-256 of ``weights_sha256`` and the canonical JSON of ``model``, ``transforms`` and
+    ``dtype``: :func:`load_run` refuses weights or a model section changed after saving),
+    ``"dataset"`` (``dataset.summary()`` when ``dataset`` is given) and ``"versions"`` (r2et
+    and torch). Returns the folder path. Saving trusts ``factory``: it is imported to check
+    its path; loading the run later needs ``trust_factory=True`` unless it is a module class
+    of r2et or torch.
 
-    A new folder is written as one unit (into a hidden temporary sibling, then renamed), so an
-    interruption leaves nothing or the whole run. An existing folder is updated file by file,
-    each atomically, weights first and ``config.json`` (with the digest) last: an interrupted
-    update is refused by :func:`load_run` rather than loaded half old, half new. Weights that
-    are not finite are refused (``ValueError``).
+    Every write is one unit: the complete run is written into a hidden temporary sibling
+    (``.NAME.<hex>.tmpdir``), then renamed into place; an existing run folder is swapped
+    with it in one atomic step on Linux (else moved aside to ``.NAME.<hex>.old`` first, which
+    :func:`load_run` puts back after a kill), so at every instant ``folder`` holds the old run
+    or the new one, never a mix. An existing folder is replaced as a whole (files that
+    ``save_run`` does not write, e.g. an earlier evaluation, go with the old run), so it must
+    be empty or a run folder (``config.json`` with a ``"model"`` section), else
+    ``ValueError``. Weights that are not finite are refused (``ValueError``).
     """
     from safetensors.torch import save
 
@@ -558,8 +648,7 @@ def save_run(
         raise ValueError(f"metrics must be a dict or None, got {type(metrics).__name__}")
     check_finite_model(model)
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} exists and is not a folder; choose a folder for the run")
+    check_replaceable(folder)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     dtypes = sorted({str(v.dtype) for v in state.values() if v.is_floating_point()})
     weights = save(state, metadata={"format": "pt"})
@@ -571,6 +660,7 @@ def save_run(
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "versions": _versions(),
     }
+    full["run_sha256"] = _run_digest(full["weights_sha256"], json.loads(json_text(full)))
     if dataset is not None:
         full["dataset"] = dataset.summary() if hasattr(dataset, "summary") else dataset
     files = [
@@ -578,14 +668,36 @@ def save_run(
         (METRICS_FILE, json_text(metrics or {}).encode("utf-8")),
         (CONFIG_FILE, json_text(full).encode("utf-8")),
     ]
-    if folder.is_dir():
+    with atomic_folder(folder) as tmp:
         for name, data in files:
-            atomic_write_bytes(folder / name, data)
-    else:
-        with atomic_folder(folder) as tmp:
-            for name, data in files:
-                atomic_write_bytes(tmp / name, data)
+            atomic_write_bytes(tmp / name, data)
     return folder
+
+
+def check_replaceable(folder: Path, flag: str | None = None) -> None:
+    """``ValueError`` unless ``folder`` is new, empty or a run folder (which a save may
+    replace as a whole); ``flag`` names the CLI option in the message."""
+    name = f"{flag} {folder}" if flag else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name} exists and is not a folder; choose a folder for the run")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    try:
+        config = read_json(folder / CONFIG_FILE)
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ValueError(
+            f"{name} is not empty and holds no run ({CONFIG_FILE} with a 'model' section); "
+            "a run replaces its folder as a whole, so choose a new or empty folder"
+        )
+
+
+def _run_digest(weights_sha256: Any, config: dict[str, Any]) -> str:
+    """SHA-256 of the weights' digest and the canonical JSON of the model section."""
+    section = {key: config.get(key) for key in ("model", "transforms", "dtype")}
+    text = json.dumps(section, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{weights_sha256}\n{text}".encode()).hexdigest()
 
 
 def _read_weights(path: Path) -> bytes:
@@ -607,7 +719,9 @@ def _parse_state(data: bytes, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_digest(data: bytes, config: dict[str, Any], folder: Path, verify: bool) -> None:
-    """Compare ``model.safetensors``'s SHA-256 with ``config["weights_sha256"]``."""
+    """Compare ``model.safetensors``'s SHA-256 with ``config["weights_sha256"]``, then (when
+    recorded: runs saved before it existed have none) ``config["run_sha256"]`` with the digest
+    of that and the model section."""
     if not verify:
         return
     recorded = config.get("weights_sha256")
@@ -623,6 +737,15 @@ def _check_digest(data: bytes, config: dict[str, Any], folder: Path, verify: boo
             f"{folder / MODEL_FILE} does not match the SHA-256 recorded in its config.json "
             f"({str(recorded)[:12]}... vs {actual[:12]}...): the weights were modified or the "
             "folder mixes two runs; refusing to load it"
+        )
+    if "run_sha256" not in config:
+        return
+    run_sha = config["run_sha256"]
+    if not isinstance(run_sha, str) or run_sha.lower() != _run_digest(recorded, config):
+        raise ValueError(
+            f"{folder / CONFIG_FILE}: its model section (model, transforms, dtype) or the "
+            "weights were changed after the run was saved (run_sha256 does not match); "
+            "refusing to load it"
         )
 
 
@@ -651,7 +774,8 @@ def load_model_into(
     model: nn.Module, folder: str | Path, strict: bool = True, *, verify: bool = True
 ) -> nn.Module:
     """Load the weights of run ``folder`` into ``model`` (e.g. to fine-tune it); with
-    ``verify`` their SHA-256 must match the run's ``config.json`` (see :func:`load_run`).
+    ``verify`` their SHA-256 and the run digest must match the run's ``config.json`` (see
+    :func:`load_run`). Nothing is imported from the run's model section.
 
     Every tensor name and shape must match (``strict``; with ``strict=False`` only the shared
     names are loaded, shapes must still match), else ``ValueError`` listing the differences.
@@ -660,6 +784,7 @@ def load_model_into(
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     folder = Path(folder)
+    _restore_if_moved_aside(folder)
     data = _read_weights(folder / MODEL_FILE)
     state = _parse_state(data, folder / MODEL_FILE)
     config = read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
@@ -669,6 +794,24 @@ def load_model_into(
     cast = {k: v.to(dtype=own[k].dtype, device=own[k].device) for k, v in state.items() if k in own}
     model.load_state_dict(cast, strict=strict)
     return model
+
+
+def _restore_if_moved_aside(folder: Path) -> bool:
+    """True when ``folder`` is a folder, after putting back (with a warning) the old run that
+    an overwrite killed between its two renames left at ``.NAME.<hex>.old`` (only where the
+    atomic exchange is unavailable); ``FileNotFoundError`` when the choice is ambiguous."""
+    from r2et._io import restore_moved_aside
+
+    if folder.is_dir():
+        return True
+    if folder.exists() or not restore_moved_aside(folder, (CONFIG_FILE, MODEL_FILE)):
+        return False
+    warnings.warn(
+        f"run folder {folder} was missing after an interrupted overwrite; restored the "
+        "previous run, which had been moved aside",
+        stacklevel=3,
+    )
+    return True
 
 
 def _check_state(
@@ -707,27 +850,40 @@ def load_run(
 ) -> Run:
     """Load a run folder written by :func:`save_run`.
 
+    A run folder is data: without ``trust_factory`` loading imports nothing outside the
+    ``r2et`` and ``torch`` packages and calls nothing but r2et's and torch's module classes.
     How the module is rebuilt depends on ``config["model"]``: a :func:`~r2et.build_model` spec
-    is rebuilt by ``build_model(**spec)``; a factory spec by importing and calling its factory
-    with the recorded kwargs (a class that subclasses ``nn.Module`` is called as is; a plain
-    function only with ``trust_factory=True``, since loading would run it); a weights-only run
-    needs ``model=`` (an instance of the same architecture, loaded in place). ``model=`` also
-    overrides any spec. The recorded transforms are re-applied (``sp``'s Softplus), the model
-    is cast to the recorded dtype and the tensors of ``model.safetensors`` are loaded with a
-    strict name and shape check, bit-exactly. Nothing is unpickled: a pickle, corrupt or
-    truncated file raises ``ValueError``, a missing file ``FileNotFoundError``. With ``verify``
-    (default) the file's SHA-256 must equal the ``weights_sha256`` that :func:`save_run`
-    recorded in ``config.json`` (a mismatch or a missing digest raises ``ValueError``). A
-    ``build_model`` spec is built on the ``meta`` device first and refused (``ValueError``)
-    when it does not build, exceeds :data:`~r2et._checks.MAX_PARAMETERS` or does not match the
-    stored tensors, before any memory is allocated; weights that are not finite are refused
-    too. ``metrics.json`` may be absent (empty metrics). The model is returned in eval mode on
-    ``device``.
+    is rebuilt by ``build_model(**spec)``; a factory spec (``"package.module:Name"`` + JSON
+    kwargs) by importing and calling its factory, which, checked before anything is imported,
+    must be a public ``nn.Module`` class of r2et or torch (e.g. ``"torch.nn:Linear"``) unless
+    ``trust_factory=True`` (anything else: ``ValueError`` naming the factory, to be trusted
+    with ``trust_factory=True``, CLI ``--trust-factory``, or bypassed with ``model=``). A
+    factory path with a dunder part (``__main__``, ``__init__``...) is refused even with
+    trust. A weights-only run needs ``model=`` (an instance of the same architecture, loaded
+    in place); ``model=`` also overrides any spec. The recorded transforms are re-applied
+    (``sp``'s Softplus), the model is cast to the recorded dtype and the tensors of
+    ``model.safetensors`` are loaded with a strict name and shape check, bit-exactly. Nothing
+    is unpickled: a pickle, corrupt or truncated file raises ``ValueError``, a missing file
+    ``FileNotFoundError``.
+
+    With ``verify`` (default) the file's SHA-256 must equal the ``weights_sha256`` that
+    :func:`save_run` recorded in ``config.json`` (a mismatch or a missing digest raises
+    ``ValueError``), and ``run_sha256``, which covers that digest and the model section
+    (``model``, ``transforms``, ``dtype``), must match it: an edited model section is refused.
+    Runs saved before ``run_sha256`` existed load as before. A ``build_model`` spec and a
+    factory alike are built on the ``meta`` device first and refused (``ValueError``) when
+    they do not build, exceed :data:`~r2et._checks.MAX_PARAMETERS` or do not match the stored
+    tensors, before any memory is allocated (a trusted factory that cannot be built on
+    ``meta`` is built for real, then checked); weights that are not finite are refused too.
+    If ``folder`` is missing because an overwrite was killed between its two renames (only
+    where the atomic exchange is unavailable), the old run moved aside to
+    ``.NAME.<hex>.old`` is put back, with a warning. ``metrics.json`` may be absent (empty
+    metrics). The model is returned in eval mode on ``device``.
     """
     from r2et._checks import check_finite_model
 
     folder = Path(folder)
-    if not folder.is_dir():
+    if not _restore_if_moved_aside(folder):
         raise FileNotFoundError(f"run folder {folder} does not exist")
     dev = _resolve_device(device)
     config = read_json(folder / CONFIG_FILE)
@@ -751,7 +907,8 @@ def load_run(
     _check_state(model, state, strict=True, where=str(folder))
     dtype = config.get("dtype")
     if dtype is not None:
-        torch_dtype = getattr(torch, str(dtype), None)
+        plain = isinstance(dtype, str) and dtype.isidentifier() and not dtype.startswith("_")
+        torch_dtype = getattr(torch, dtype, None) if plain else None
         if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
             raise ValueError(f"{folder / CONFIG_FILE}: unknown dtype {dtype!r}")
         model = model.to(torch_dtype)
@@ -791,14 +948,138 @@ def _rebuild(
         )
     if not isinstance(path, str) or not isinstance(kwargs, dict):
         raise ValueError(f"{folder / CONFIG_FILE}: malformed model factory spec {spec!r}")
+    _check_factory_trust(path, trust_factory, str(folder))  # before anything is imported
     factory = resolve_factory(path)
-    is_module_class = isinstance(factory, type) and issubclass(factory, nn.Module)
-    if not (is_module_class or trust_factory):
-        raise ValueError(
-            f"{folder} is rebuilt by calling the function {path!r}; load it with "
-            "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass model="
-        )
+    if not trust_factory:
+        is_module_class = isinstance(factory, type) and issubclass(factory, nn.Module)
+        home = str(getattr(factory, "__module__", "")).split(".")[0]
+        if not is_module_class or home not in _PLAIN_PACKAGES:
+            raise ValueError(
+                f"{folder} is rebuilt by calling {path!r}, which is not an nn.Module class of "
+                "r2et or torch; load it with trust_factory=True (CLI: --trust-factory) if you "
+                "trust that code, or pass model=<an instance of that architecture>"
+            )
+    where = f"{folder / CONFIG_FILE}: model factory {path!r}"
+    try:
+        # nothing is allocated on meta; the guard stops a build that grows past the limits
+        # while it runs (10^8 layers would otherwise take hours even on meta)
+        with torch.device("meta"), _build_guard(len(state), where):
+            shadow = factory(**kwargs)
+    except _BuildTooLarge as err:
+        raise ValueError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - any failure means it cannot be checked
+        if not trust_factory:
+            msg = " ".join(str(err).split())[:300]
+            raise ValueError(
+                f"{where} cannot be built on the meta device with its kwargs, so it cannot be "
+                f"checked before memory is allocated ({type(err).__name__}: {msg})"
+            ) from None
+        shadow = None  # trusted: build it for real, then check the same things
+    if shadow is not None:
+        _check_built(shadow, transforms, state, folder, where)
     built = factory(**kwargs)
     if not isinstance(built, nn.Module):
         raise ValueError(f"model factory {path!r} returned {type(built).__name__}, not a module")
+    if shadow is None:
+        return _check_built(built, transforms, state, folder, where)
     return apply_transforms(built, transforms) if transforms else built
+
+
+#: Seconds and Python calls a model factory may take to build on the meta device when a run
+#: is loaded (resnet9 takes 2,000 calls, a 12-layer nn.Transformer 26,000).
+META_BUILD_SECONDS = 60.0
+MAX_BUILD_CALLS = 1_000_000
+
+
+class _BuildTooLarge(Exception):
+    """Raised inside a factory's meta build once it passes :func:`_build_guard`'s limits."""
+
+
+@contextlib.contextmanager
+def _build_guard(n_tensors: int, where: str) -> Iterator[None]:
+    """While a factory is built, count the submodules and parameter elements it registers
+    (torch's global registration hooks) and abort the build (:class:`_BuildTooLarge`) once it
+    passes :data:`~r2et._checks.MAX_PARAMETERS` elements or ``max(10_000, 8 * n_tensors)``
+    submodules or parameters (far more than a model storing ``n_tensors`` tensors can have),
+    :data:`MAX_BUILD_CALLS` Python calls or :data:`META_BUILD_SECONDS` seconds (a trace
+    function on ``call`` events; one already set, a debugger's, is chained)."""
+    from torch.nn.modules import module as nn_module
+
+    from r2et._checks import MAX_PARAMETERS
+
+    max_modules = max(10_000, 8 * n_tensors)
+    seen = {"modules": 0, "parameters": 0, "elements": 0}
+
+    def on_module(parent: Any, name: str, sub: Any) -> None:
+        seen["modules"] += 1
+        if seen["modules"] > max_modules:
+            raise _BuildTooLarge(
+                f"{where} registers more than {max_modules:,} submodules while it is built, for "
+                f"{n_tensors} stored tensors; refusing to build it"
+            )
+
+    def on_parameter(parent: Any, name: str, param: Any) -> None:
+        seen["parameters"] += 1
+        if seen["parameters"] > max_modules:
+            raise _BuildTooLarge(
+                f"{where} registers more than {max_modules:,} parameters while it is built, for "
+                f"{n_tensors} stored tensors; refusing to build it"
+            )
+        seen["elements"] += 0 if param is None else int(param.numel())
+        if seen["elements"] > MAX_PARAMETERS:
+            raise _BuildTooLarge(
+                f"{where} describes a model of more than {MAX_PARAMETERS:,} parameters and "
+                f"buffers; the limit is {MAX_PARAMETERS:,}"
+            )
+
+    started = time.monotonic()
+    previous = sys.gettrace()
+
+    def on_call(frame: Any, event: str, arg: Any) -> Any:
+        # a build can loop in code that registers nothing (deep copies of one layer, say):
+        # count its Python calls and watch the clock, with no signal and in any thread
+        seen["calls"] += 1
+        if seen["calls"] > MAX_BUILD_CALLS:
+            raise _BuildTooLarge(
+                f"{where} made more than {MAX_BUILD_CALLS:,} Python calls while it was built "
+                "on the meta device (nothing allocated); refusing it"
+            )
+        if seen["calls"] % 1024 == 0 and time.monotonic() - started > META_BUILD_SECONDS:
+            raise _BuildTooLarge(
+                f"{where} took more than {META_BUILD_SECONDS:g} s to build on the meta device "
+                "(nothing allocated); refusing it"
+            )
+        return previous(frame, event, arg) if previous is not None else None
+
+    seen["calls"] = 0
+    handles = [
+        nn_module.register_module_module_registration_hook(on_module),
+        nn_module.register_module_parameter_registration_hook(on_parameter),
+    ]
+    sys.settrace(on_call)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+        for handle in handles:
+            handle.remove()
+
+
+def _check_built(
+    model: Any, transforms: Any, state: dict[str, torch.Tensor], folder: Path, where: str
+) -> nn.Module:
+    """A built factory's module, transforms applied, checked against the parameter limit and
+    the stored tensors' names and shapes (``ValueError``)."""
+    from r2et._checks import MAX_PARAMETERS
+
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{where} returned {type(model).__name__}, not a module")
+    model = apply_transforms(model, transforms) if transforms else model
+    count = sum(t.numel() for t in model.parameters()) + sum(b.numel() for b in model.buffers())
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{where} describes a model of {count:,} parameters and buffers; the limit is "
+            f"{MAX_PARAMETERS:,}"
+        )
+    _check_state(model, state, strict=True, where=str(folder))
+    return model

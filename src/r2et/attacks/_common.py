@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from r2et._ball import project_ball
-from r2et._checks import check_k
+from r2et._checks import check_forward, check_k, kwargs_to_model, to_model
 from r2et._kwargs import take_rows as take_rows  # used by the attacks
 from r2et.metrics import cosine_distance, precision_at_k, topk_kendall, topk_mask, topk_spearman
 
@@ -176,6 +176,46 @@ def measure(
         with torch.no_grad():
             logits = model(x.detach(), **fkw)
     return (s if create_graph else s.detach()), logits
+
+
+def model_inputs(
+    model: Callable[..., torch.Tensor], x: torch.Tensor, y: Any, fkw: dict[str, Any]
+) -> tuple[torch.Tensor, Any, dict[str, Any]]:
+    """``(x, y, forward keywords)`` on the model's device, the floating ones in the model's
+    floating dtype (:func:`r2et._checks.to_model`: a float64 or CPU input of a float32 CUDA
+    model is attacked in float32 on the GPU), ``x`` checked by a forward of its first rows
+    (a shape that does not fit the model: one ``ValueError``). Call it in eval mode."""
+    x = to_model(model, x)
+    y = to_model(model, y, "y")
+    fkw = kwargs_to_model(model, fkw)
+    check_forward(model, x, fkw)
+    return x, y, fkw
+
+
+def to_caller(
+    res: AttackResult, x: torch.Tensor, eps: float, norm: str, bounds: Any
+) -> AttackResult:
+    """``res`` with every tensor on the device of the caller's input ``x`` and the floating
+    ones (``x_adv``, scores, P@k) in ``x``'s dtype; when the dtype changed, ``x_adv`` is
+    projected again onto the ball and the box in ``x``'s precision (:func:`feasible`), so
+    that ``‖x_adv − x‖ <= eps`` and the bounds hold for the caller's own ``x`` (the move is of
+    the order of the model dtype's rounding). Unchanged when nothing was moved."""
+    if res.x_adv.device == x.device and res.x_adv.dtype == x.dtype:
+        return res
+    moved: dict[str, Any] = {}
+    for f in fields(res):
+        v = getattr(res, f.name)
+        if isinstance(v, torch.Tensor):
+            v = v.to(device=x.device, dtype=x.dtype) if v.is_floating_point() else v.to(x.device)
+        moved[f.name] = v
+    out = type(res)(**moved)
+    if res.x_adv.dtype != x.dtype:
+        box = None
+        if bounds is not None:
+            lo, hi = (torch.as_tensor(b, dtype=x.dtype, device=x.device) for b in bounds)
+            box = (lo, hi)
+        out.x_adv = feasible(x, out.x_adv, eps, norm, box)
+    return out
 
 
 def check_bounds_pair(bounds: Any) -> Any:

@@ -31,8 +31,14 @@ from typing import Any
 
 import torch
 
-from r2et._checks import check_batch, check_choice, check_int, check_positive
-from r2et.attacks._common import AttackResult, check_bounds_pair, clip_into
+from r2et._checks import as_explainer, check_batch, check_choice, check_int, check_positive
+from r2et.attacks._common import (
+    AttackResult,
+    check_bounds_pair,
+    clip_into,
+    model_inputs,
+    to_caller,
+)
 from r2et.attacks.objectives import SCALES, get_objective
 from r2et.attacks.pgd import SCHEDULES, ExplanationPGD, check_explainer, resolve_surrogate
 from r2et.attacks.search import RandomSearchAttack
@@ -182,7 +188,8 @@ class EnsembleAttack:
 
     Parameters
     ----------
-    explainer : the explainer whose top-k is attacked. k : top-k size. eps : the budget.
+    explainer : the explainer whose top-k is attacked (or its name, e.g. ``"grad"``).
+        k : top-k size. eps : the budget.
     norm : ``"linf"`` or ``"l2"``. bounds : the valid input box (None: no box; say which in
         any report — a box can only raise P@k). ``clip_inputs=True`` clips inputs outside
         the box into it before attacking, instead of refusing them.
@@ -215,6 +222,7 @@ class EnsembleAttack:
         early_stop: bool = True,
         clip_inputs: bool = False,
     ) -> None:
+        explainer = as_explainer(explainer)
         check_explainer(explainer)
         self.ex = explainer
         self.k = check_int("k", k, 1)
@@ -326,11 +334,16 @@ class EnsembleAttack:
         **forward_kwargs: Any,
     ) -> AttackResult:
         """Run every member on the inputs not yet at P@k 0 and keep each input's best point
-        (lowest P@k; the first member that reached it is recorded)."""
+        (lowest P@k; the first member that reached it is recorded). Inputs follow the
+        model's device and floating dtype; the result comes back on ``x``'s device and in its
+        dtype (as :meth:`~r2et.attacks.ExplanationPGD.__call__`)."""
         check_batch("x", x)
         x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
+        caller = x
         with eval_mode(model):
-            return self._run(model, x, y, forward_kwargs)
+            x, y, forward_kwargs = model_inputs(model, x, y, forward_kwargs)
+            res = self._run(model, x, y, forward_kwargs)
+        return to_caller(res, caller, self.eps, self.norm, self.bounds)
 
     def _run(
         self,

@@ -52,7 +52,14 @@ import torch
 from torch import nn
 
 from r2et._ball import NORMS, sample_in_ball
-from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et._checks import (
+    as_explainer,
+    check_batch,
+    check_choice,
+    check_int,
+    check_k,
+    check_positive,
+)
 from r2et._kwargs import repeat_rows
 from r2et.attacks._common import (
     AttackResult,
@@ -62,10 +69,12 @@ from r2et.attacks._common import (
     feasible,
     keep_best,
     measure,
+    model_inputs,
     overlap_with,
     pick_best,
     rowwise,
     take_rows,
+    to_caller,
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.explain import Explainer, check_second_order, repeat_batch
@@ -168,7 +177,7 @@ class ExplanationPGD:
 
     Parameters
     ----------
-    ex : the explainer whose scores are attacked.
+    ex : the explainer whose scores are attacked (or its name, e.g. ``"grad"``).
     k : the top-k size (1..F−1, checked on the first call).
     eps : the budget (> 0). steps : gradient steps (>= 1).
     step_size : fixed schedule: the step (default ``2.5·eps/steps``); APGD: the initial step
@@ -223,6 +232,7 @@ class ExplanationPGD:
         early_stop: bool = True,
         clip_inputs: bool = False,
     ) -> None:
+        ex = as_explainer(ex)
         check_explainer(ex, gradient=type(self).__name__)
         self.ex = ex
         self.k = check_int("k", k, 1)
@@ -330,20 +340,28 @@ class ExplanationPGD:
         ``start`` (shape of ``x``, inside the feasible set) moves the starts: the first restart
         starts there (unless ``random_start``), random restarts uniformly within
         ``start_radius · eps`` of it (the ensemble refines its best points this way).
+
+        Inputs follow the model: ``x`` (and tensor ``y``, ``forward_kwargs``) are moved to the
+        model's device and cast to its floating dtype (a float64 input of a float32 model is
+        attacked in float32); the result comes back on ``x``'s device and in its dtype, with
+        ``x_adv`` projected again in that precision (:func:`~r2et.attacks._common.to_caller`).
         """
         check_batch("x", x)
         x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
-        box = as_bounds(self.bounds, x)
+        caller = x
         with eval_mode(model):
+            x, y, forward_kwargs = model_inputs(model, x, y, forward_kwargs)
+            box = as_bounds(self.bounds, x)
             beta = self.resolve_beta(model)
             grad_model = model
             if beta is not None:
                 grad_model = relu_to_softplus(model, beta).eval()
                 grad_model.requires_grad_(False)
-            return self._attack(
+            res = self._attack(
                 model, grad_model, beta is not None, x, y, box, forward_kwargs, skip, start,
                 start_radius,
             )  # fmt: skip
+        return to_caller(res, caller, self.eps, self.norm, self.bounds)
 
     def _attack(
         self,

@@ -26,7 +26,14 @@ from typing import Any
 import torch
 
 from r2et._ball import NORMS, sample_in_ball
-from r2et._checks import check_batch, check_choice, check_int, check_k, check_positive
+from r2et._checks import (
+    as_explainer,
+    check_batch,
+    check_choice,
+    check_int,
+    check_k,
+    check_positive,
+)
 from r2et._kwargs import repeat_rows
 from r2et.attacks._common import (
     AttackResult,
@@ -36,10 +43,12 @@ from r2et.attacks._common import (
     feasible,
     keep_best,
     measure,
+    model_inputs,
     overlap_with,
     pick_best,
     rowwise,
     take_rows,
+    to_caller,
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.attacks.pgd import check_explainer, check_skip
@@ -81,6 +90,7 @@ class _QueryAttack:
         early_stop: bool = True,
         clip_inputs: bool = False,
     ) -> None:
+        ex = as_explainer(ex)
         check_explainer(ex)
         self.ex = ex
         self.k = check_int("k", k, 1)
@@ -144,11 +154,15 @@ class _QueryAttack:
         class, None for the prediction; tensor ``forward_kwargs`` with first dimension N are
         per-sample; ``skip``: rows left unattacked, as in
         :meth:`~r2et.attacks.ExplanationPGD.__call__`). The model runs in eval mode and its
-        previous mode is restored."""
+        previous mode is restored. Inputs follow the model's device and floating dtype; the
+        result comes back on ``x``'s device and in its dtype (as
+        :meth:`~r2et.attacks.ExplanationPGD.__call__`)."""
         check_batch("x", x)
         x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
-        box = as_bounds(self.bounds, x)
+        caller = x
         with eval_mode(model):
+            x, y, forward_kwargs = model_inputs(model, x, y, forward_kwargs)
+            box = as_bounds(self.bounds, x)
             with torch.no_grad():
                 pred0 = model(x, **forward_kwargs).argmax(1)
             tgt = pred0 if y is None else self.ex.resolve_target(model, x, y, **forward_kwargs)
@@ -171,10 +185,11 @@ class _QueryAttack:
             else:
                 with torch.no_grad():
                     flipped = model(best_x, **forward_kwargs).argmax(1) != pred0
-            return AttackResult(
+            res = AttackResult(
                 best_x, s0, run.best_s[rows], run.best_p[rows], flipped,
                 run.steps_taken[rows], k=k,
             )  # fmt: skip
+        return to_caller(res, caller, self.eps, self.norm, self.bounds)
 
     # subclasses: the first points and the proposals
     def _start(self, x: torch.Tensor, gen: torch.Generator | None, box: Any) -> torch.Tensor:

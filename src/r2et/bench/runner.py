@@ -14,6 +14,9 @@ finished cell is written atomically, by this process alone, to the
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -368,6 +371,52 @@ def _run_local(
         progress.update(1)
 
 
+#: Seconds between two checks of a process-executor worker's watchdog on its parent.
+PARENT_CHECK_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _set_parent_death_signal() -> bool:
+    """Ask the Linux kernel to SIGKILL this process when its parent dies
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no libc prctl (e.g. a static or exotic runtime)
+        return False
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    """Exit this process at once (``os._exit``: no clean-up, as under SIGKILL) as soon as its
+    parent is no longer ``parent_pid``, i.e. the parent died and the process was re-parented."""
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(interval)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Initializer of every process-executor worker: the worker dies with the process that
+    started it, so that a killed ``r2et bench`` leaves no orphan computing beside (or holding
+    the GPU memory of) the ``--resume`` that follows. On Linux the kernel kills it
+    (parent-death signal); everywhere a daemon thread checks every
+    :data:`PARENT_CHECK_SECONDS` whether the parent changed and exits the worker. A parent
+    that died before the signal was set is caught by comparing the parent pid afterwards."""
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent,
+        args=(parent_pid, PARENT_CHECK_SECONDS),
+        name="r2et-parent-watchdog",
+        daemon=True,
+    ).start()
+
+
 def _indexed_call(item: tuple[Callable[..., dict[str, Any]], int, Job]) -> tuple[int, Any]:
     fn, i, args = item
     return i, fn(*args)
@@ -382,12 +431,13 @@ def _run_process(
 ) -> None:
     """``workers`` fresh (spawned) processes of this machine, each running one job at a time;
     results are handed to ``on_result`` in this process as they finish. An interruption
-    (Ctrl-C, SIGTERM) terminates the workers at once; finished results are already saved."""
+    (Ctrl-C, SIGTERM) terminates the workers at once; finished results are already saved. A
+    kill of this process (SIGKILL) takes the workers with it (:func:`_worker_init`)."""
     import multiprocessing
 
     workers = min(int(options.get("workers") or 1), len(jobs))
     ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
-    pool = ctx.Pool(workers)
+    pool = ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
     try:
         items = [(fn, i, args) for i, args in enumerate(jobs)]
         for i, result in pool.imap_unordered(_indexed_call, items, chunksize=1):
@@ -408,6 +458,10 @@ def _run_ray(
     progress: Any,
     options: dict[str, Any],
 ) -> None:
+    """Each job a Ray task (one GPU each when the cluster has GPUs) on the cluster at
+    ``options["address"]`` (a new local one when None and Ray is not initialised), at most
+    ``options["workers"]`` in flight when given; results are handed to ``on_result`` in this
+    process as they finish."""
     try:
         import ray
     except ImportError:
@@ -422,8 +476,13 @@ def _run_ray(
         )
     gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(num_gpus=gpus, max_retries=1)(fn)
-    pending = {remote.remote(*args): i for i, args in enumerate(jobs)}
-    while pending:
+    limit = int(options.get("workers") or len(jobs))  # tasks in flight at once
+    queue = list(enumerate(jobs))[::-1]  # popped from the end: submitted in order
+    pending: dict[Any, int] = {}
+    while queue or pending:
+        while queue and len(pending) < limit:
+            i, args = queue.pop()
+            pending[remote.remote(*args)] = i
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             on_result(pending.pop(ref), ray.get(ref))
@@ -437,6 +496,8 @@ EXECUTORS: dict[str, Callable[..., None]] = {
     "process": _run_process,
     "ray": _run_ray,
 }
+#: The executors that use ``workers`` (processes of this machine; Ray tasks in flight).
+WORKER_EXECUTORS = ("process", "ray")
 
 
 def _execute(
@@ -570,6 +631,22 @@ def _load_pretrained(folder: Path, accepted: set[str | None]) -> dict[str, Any] 
     return blob
 
 
+def _warn_recomputed(store: ResultStore, todo: list[dict[str, Any]]) -> None:
+    """One warning naming the cells of ``todo`` that have a stored file which is not a valid
+    result (edited after it was written, another configuration, unreadable): they are
+    computed again."""
+    stale = [(c, store.problem(c)) for c in todo if store.cell_path(c).exists()]
+    if not stale:
+        return
+    shown = "; ".join(f"{cell_key(c)} ({why})" for c, why in stale[:5])
+    more = f"; and {len(stale) - 5} more" if len(stale) > 5 else ""
+    warnings.warn(
+        f"computing {len(stale)} cell(s) again whose stored file in {store.cells_dir} is not a "
+        f"valid result: {shown}{more}",
+        stacklevel=3,
+    )
+
+
 def run_bench(
     cfg: BenchConfig,
     out: str | Path,
@@ -594,7 +671,9 @@ def run_bench(
     ``executor`` runs the pre-training runs and the cells (:data:`EXECUTORS`): ``"local"`` one
     after another in this process, ``"process"`` in ``workers`` spawned processes of this
     machine (default 1; give each ``cfg.threads`` torch threads so that ``workers * threads``
-    fits the cores, or share one GPU), ``"ray"`` on the Ray cluster at ``address``.
+    fits the cores, or share one GPU; the workers die with this process), ``"ray"`` on the Ray
+    cluster at ``address`` (at most ``workers`` tasks at once when given). ``workers`` with the
+    ``"local"`` executor is refused (``ValueError``).
 
     Everything is validated before any work starts (:meth:`BenchConfig.validate`,
     :func:`check_out`, :func:`check_grid`). The run holds an exclusive lock on ``out``
@@ -612,6 +691,11 @@ def run_bench(
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):
         raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if workers is not None and executor not in WORKER_EXECUTORS:
+        raise ValueError(
+            f"workers={workers} needs executor 'process' or 'ray'; the {executor!r} executor "
+            "runs one cell at a time in this process"
+        )
     if not isinstance(cfg, BenchConfig):
         raise ValueError(f"cfg must be a BenchConfig, got {type(cfg).__name__}")
     cfg.validate()
@@ -652,13 +736,14 @@ def run_bench(
                     )
                 legacy = set(_legacy_digests(old))
         store = ResultStore(out, digest, models=cfg.save_models, also_accept=tuple(legacy))
-        store.retag(all_cells)
+        store.retag()  # earlier versions' cells: this digest, their content digest
         for ds_name, seed in sorted({(c["dataset"], c["seed"]) for c in all_cells}):
             _retag_pretrained(_pretrain_folder(out, ds_name, seed), digest, legacy)
         atomic_write_json(cfg_path, config)
         ignored = store.ignored_files(all_cells)
         todo = [c for c in chosen if not store.is_done(c)]
         ignored = [p for p in ignored if p.stem not in {cell_key(c) for c in todo}]
+        _warn_recomputed(store, todo)
         if ignored:
             warnings.warn(
                 f"ignoring {len(ignored)} file(s) in {store.cells_dir} that are not valid cells "

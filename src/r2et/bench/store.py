@@ -6,9 +6,16 @@ an interrupted run (Ctrl-C, kill, a lost node) loses only the cells in flight. A
 counts only when it is valid: a JSON object whose cell fields (dataset, method, weight, seed,
 key) are those of the cell its name says, whose ``config_sha256`` is the digest of the run's
 result-relevant configuration, whose headline metrics are numbers in [0, 1], and whose model
-folder (when models are kept) holds the weights it names. Anything else in ``cells/`` (a stray,
-empty or edited file, a file of another configuration) is ignored: it is recomputed when it is
-a cell of the grid, and never enters ``results.csv``/``results.json``.
+folder (when models are kept) holds the weights it names, and whose ``cell_sha256`` is the
+SHA-256 of its own content (:func:`cell_content_digest`: every other field, as canonical JSON).
+Anything else in ``cells/`` (a stray, empty or edited file, a file of another configuration) is
+ignored: it is recomputed when it is a cell of the grid, and never enters
+``results.csv``/``results.json``.
+
+Cell files written by r2et versions before content digests carry no ``cell_sha256``: they count
+(when otherwise valid) until the folder is next resumed, which adds their digest and then marks
+the folder (:data:`DIGEST_MARKER`); in a marked folder a cell file without a digest is an edited
+one.
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from r2et._io import atomic_write_json, atomic_write_text, read_json
+from r2et._io import atomic_write_json, atomic_write_text, json_text, read_json
 
 #: Result columns every valid cell file holds, each a number in [0, 1].
 REQUIRED_METRICS = ("accuracy", "val_accuracy", "ensemble_p_at_k_mean")
 _CELL_FIELDS = ("dataset", "method", "weight_name", "weight", "seed")
+#: The field of a cell file holding the digest of its own content.
+CELL_DIGEST_FIELD = "cell_sha256"
+#: A file in the store's folder saying that every cell file in it carries a content digest
+#: (written once the cells of earlier versions have theirs); a cell without one is refused.
+DIGEST_MARKER = "cells.digested"
 
 
 def cell_key(cell: dict[str, Any]) -> str:
@@ -45,6 +57,19 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def cell_content_digest(row: dict[str, Any]) -> str | None:
+    """SHA-256 of a cell file's content: every field but :data:`CELL_DIGEST_FIELD`, as JSON with
+    sorted keys, no whitespace and ASCII escapes, so that the digest does not depend on the
+    file's layout or key order, only on its values. None for a row that is not valid JSON data
+    (a NaN or infinity typed into the file)."""
+    body = {k: v for k, v in row.items() if k != CELL_DIGEST_FIELD}
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def _is_unit_number(v: Any) -> bool:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool)
     return ok and math.isfinite(v) and 0.0 <= v <= 1.0
@@ -57,7 +82,8 @@ class ResultStore:
     ``digest`` (see :func:`config_digest`) is the configuration tag every valid cell file must
     carry as ``config_sha256`` (or one of ``also_accept``: the same configuration's digest under
     an earlier digest rule); with ``models=True`` a cell is finished only when
-    ``models/<key>/config.json`` records the weights digest the cell file names.
+    ``models/<key>/config.json`` records the weights digest the cell file names. Every cell file
+    is checked against its own content digest (``cell_sha256``, see :meth:`problem`).
     """
 
     def __init__(
@@ -89,6 +115,9 @@ class ResultStore:
             return f"unreadable ({err})"
         if not isinstance(row, dict):
             return "not a JSON object"
+        why = self._digest_problem(row)
+        if why is not None:
+            return why
         if row.get("key") != cell_key(cell):
             return f"its key {row.get('key')!r} is not {cell_key(cell)!r}"
         for field in _CELL_FIELDS:
@@ -110,21 +139,60 @@ class ResultStore:
                 return "its model folder holds other weights"
         return None
 
-    def retag(self, cells: list[dict[str, Any]]) -> int:
-        """Rewrite each valid cell file of ``cells`` tagged with an accepted earlier digest
-        (``also_accept``) with :attr:`digest`, one atomic write each, so that the folder keeps
-        its finished cells after the configuration file is updated. Returns how many."""
+    def digests_required(self) -> bool:
+        """True when the folder is marked (:data:`DIGEST_MARKER`): every cell file in it must
+        carry its content digest."""
+        return (self.root / DIGEST_MARKER).exists()
+
+    def _digest_problem(self, row: dict[str, Any]) -> str | None:
+        """Why a cell file's content digest does not vouch for it (None: it does, or it is a
+        file of an earlier version in an unmarked folder)."""
+        if CELL_DIGEST_FIELD not in row:
+            if self.digests_required():
+                return (
+                    f"it has no content digest ({CELL_DIGEST_FIELD}), which every cell file of "
+                    "this folder carries: it was edited"
+                )
+            return None  # written before content digests: accepted until re-tagged
+        if row[CELL_DIGEST_FIELD] != cell_content_digest(row):
+            return (
+                f"its content does not match its digest ({CELL_DIGEST_FIELD}): it was edited "
+                "after it was written"
+            )
+        return None
+
+    def retag(self, cells: list[dict[str, Any]] | None = None) -> int:
+        """Bring the folder's valid cell files of ``cells`` (None: every cell file whose own
+        fields name it) up to date, one atomic write each: tag those of an accepted earlier
+        configuration digest (``also_accept``) with :attr:`digest`, and give those written
+        before content digests their ``cell_sha256``; then mark the folder
+        (:data:`DIGEST_MARKER`), so that from now on a cell file without a digest is refused.
+        The folder keeps its finished cells. Returns how many files were rewritten; a store
+        without a :attr:`digest` (a reader) writes nothing."""
         n = 0
-        if self.digest is None or self.accepted == {self.digest}:
-            return n  # nothing earlier is accepted: nothing to re-tag
-        for cell in cells:
+        if self.digest is None:
+            return n
+        everything = cells is None
+        for cell in self._named_cells() if cells is None else cells:
             path = self.cell_path(cell)
             if self.problem(cell) is not None:
                 continue
             row = read_json(path)
-            if row.get("config_sha256") != self.digest:
-                atomic_write_json(path, {**row, "config_sha256": self.digest})
-                n += 1
+            tagged = row.get("config_sha256") == self.digest
+            if tagged and CELL_DIGEST_FIELD in row:
+                continue
+            row = {k: v for k, v in row.items() if k != CELL_DIGEST_FIELD}
+            row["config_sha256"] = self.digest
+            row[CELL_DIGEST_FIELD] = cell_content_digest(row)
+            atomic_write_json(path, row)
+            n += 1
+        if everything and not self.digests_required():
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                self.root / DIGEST_MARKER,
+                "every cells/*.json file of this folder carries the SHA-256 of its content "
+                f"({CELL_DIGEST_FIELD})\n",
+            )
         return n
 
     def is_done(self, cell: dict[str, Any]) -> bool:
@@ -135,11 +203,36 @@ class ResultStore:
         return self.cells_dir.is_dir() and any(self.cells_dir.glob("*.json"))
 
     def save_cell(self, cell: dict[str, Any], row: dict[str, Any]) -> None:
-        """Commit a finished cell: one atomic write, tagged with the configuration digest."""
-        row = {**row, "key": cell_key(cell)}
+        """Commit a finished cell: one atomic write, tagged with the configuration digest and
+        carrying the digest of its own content (:func:`cell_content_digest`, computed on the
+        row as JSON gives it back, so that reading the file reproduces it)."""
+        row = {k: v for k, v in row.items() if k != CELL_DIGEST_FIELD}
+        row["key"] = cell_key(cell)
         if self.digest is not None:
             row["config_sha256"] = self.digest
+        row = json.loads(json_text(row))
+        row[CELL_DIGEST_FIELD] = cell_content_digest(row)
         atomic_write_json(self.cell_path(cell), row)
+
+    def _named_cells(self) -> list[dict[str, Any]]:
+        """The cells of every file in ``cells/`` whose own fields name it (its file name is
+        that cell's)."""
+        cells: list[dict[str, Any]] = []
+        if not self.cells_dir.is_dir():
+            return cells
+        for p in sorted(self.cells_dir.glob("*.json")):
+            try:
+                row = read_json(p)
+            except (ValueError, OSError):
+                continue
+            if isinstance(row, dict) and all(f in row for f in _CELL_FIELDS):
+                cell = {f: row[f] for f in _CELL_FIELDS}
+                try:
+                    if self.cell_path(cell) == p:
+                        cells.append(cell)
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return cells
 
     def rows(self, cells: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """The valid finished cells among ``cells`` (None: every cell file whose own fields
@@ -147,19 +240,7 @@ class ResultStore:
         if not self.cells_dir.is_dir():
             return []
         if cells is None:
-            cells = []
-            for p in sorted(self.cells_dir.glob("*.json")):
-                try:
-                    row = read_json(p)
-                except (ValueError, OSError):
-                    continue
-                if isinstance(row, dict) and all(f in row for f in _CELL_FIELDS):
-                    cell = {f: row[f] for f in _CELL_FIELDS}
-                    try:
-                        if self.cell_path(cell) == p:
-                            cells.append(cell)
-                    except (KeyError, TypeError, ValueError):
-                        continue
+            cells = self._named_cells()
         rows = [read_json(self.cell_path(c)) for c in cells if self.is_done(c)]
         return sorted(
             rows,

@@ -67,6 +67,12 @@ class Dataset:
     default_fit: dict[str, Any] = field(default_factory=dict)
     eps: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.bounds is not None:  # an empty or non-finite box is refused where it is set
+            from r2et._checks import check_bounds_pair
+
+            check_bounds_pair("bounds", self.bounds, tuple(self.train[0].shape[1:]))
+
     @property
     def default_eps(self) -> float:
         """The attack budget that suits the data: ``eps`` when the dataset sets one, else the

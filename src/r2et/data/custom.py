@@ -27,48 +27,101 @@ Split = Any  # (x, y) | TensorDataset | DataLoader
 logger = logging.getLogger("r2et")
 
 
-def _tensors(data: Split, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+#: The most rows :func:`from_tensors` reads from one DataLoader (``max_rows``): a loader is read
+#: once into memory, so an endless one (e.g. over an infinite ``IterableDataset``) is refused
+#: once it passes this many rows instead of running forever.
+MAX_LOADER_ROWS = 10_000_000
+
+
+def _read_loader(data: Any, what: str, max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``(x, y)`` batch of a DataLoader, concatenated; sized or not, reading stops with
+    ``ValueError`` once more than ``max_rows`` rows came (an endless loader)."""
+    xs, ys, rows, first = [], [], 0, None
+    for i, batch in enumerate(data, 1):
+        if not isinstance(batch, (tuple, list)):
+            raise ValueError(
+                f"{what}: the DataLoader must yield (x, y) batches, got {type(batch).__name__}"
+            )
+        if len(batch) != 2:
+            raise ValueError(
+                f"{what}: the DataLoader yields batches of {len(batch)} items; r2et reads "
+                "(x, y) pairs only and would drop the rest (sample weights, indices...): "
+                "yield (x, y)"
+            )
+        x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+        if x.dim() < 1 or y.dim() != 1 or len(x) != len(y):
+            raise ValueError(
+                f"{what}: batch {i} of the DataLoader has x {tuple(x.shape)} and y "
+                f"{tuple(y.shape)}; x must be (N, ...) and y (N,) class labels"
+            )
+        if first is None:
+            first = tuple(x.shape)
+        elif tuple(x.shape[1:]) != first[1:]:
+            raise ValueError(
+                f"{what}: the DataLoader's batches have inputs of different shapes: batch 1 "
+                f"is {first} and batch {i} is {tuple(x.shape)}; every input must have one "
+                "shape (pad or resize them)"
+            )
+        rows += len(x)
+        if rows > max_rows:
+            raise ValueError(
+                f"{what}: the DataLoader yielded more than max_rows={max_rows:,} rows (an "
+                "endless loader?); r2et reads a loader once into memory: pass a finite loader, "
+                "tensors, or a larger max_rows to from_tensors"
+            )
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ValueError(f"{what}: the DataLoader yielded no batch")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _tensors(
+    data: Split, what: str, max_rows: int = MAX_LOADER_ROWS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x float, y int64)`` of one split given as a pair, a TensorDataset or a DataLoader."""
     from torch.utils.data import DataLoader, TensorDataset
 
     if isinstance(data, TensorDataset):
         pair = data.tensors
+        if len(pair) != 2:
+            raise ValueError(
+                f"{what}: a TensorDataset of {len(pair)} tensors; r2et reads (x, y) only and "
+                "would drop the rest: build it of (x, y)"
+            )
     elif isinstance(data, DataLoader):
-        xs, ys = [], []
-        for batch in data:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ValueError(f"{what}: the DataLoader must yield (x, y) batches")
-            xs.append(torch.as_tensor(batch[0]))
-            ys.append(torch.as_tensor(batch[1]))
-        if not xs:
-            raise ValueError(f"{what}: the DataLoader yielded no batch")
-        pair = (torch.cat(xs), torch.cat(ys))
+        pair = _read_loader(data, what, max_rows)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         pair = (torch.as_tensor(data[0]), torch.as_tensor(data[1]))
+    elif isinstance(data, (tuple, list)):
+        raise ValueError(
+            f"{what}: a {type(data).__name__} of {len(data)} items; r2et reads an (x, y) pair"
+        )
     else:
         raise TypeError(
             f"{what} must be an (x, y) pair, a TensorDataset or a DataLoader, "
             f"got {type(data).__name__}"
         )
-    if len(pair) < 2:
-        raise ValueError(f"{what}: a TensorDataset needs (x, y) tensors, got {len(pair)}")
     x, y = pair[0], pair[1]
     if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
         raise ValueError(
             f"{what}: x must be (N, ...) and y (N,) class labels, got {tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
+    if y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{what}: y must hold integer class labels, got dtype {y.dtype}")
     if not x.is_floating_point():
         x = x.float()
-    if y.is_floating_point() or y.is_complex():
-        if not bool(torch.equal(y, y.round())):
-            raise ValueError(f"{what}: y must hold integer class labels")
-    y = y.long()
-    if len(y) and int(y.min()) < 0:
-        raise ValueError(f"{what}: class labels must be >= 0, got {int(y.min())}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{what}: x has NaN or infinite values")
-    return x, y
+    if len(y) and float(y.min()) < 0:
+        raise ValueError(f"{what}: class labels must be >= 0, got {y.min().item()}")
+    if y.is_floating_point():
+        raise ValueError(
+            f"{what}: y must hold integer class labels, got dtype {y.dtype}; convert them "
+            "with y.long()"
+        )
+    return x, y.long()
 
 
 def _feature_names(shape: tuple[int, ...], modality: str) -> list[str]:
@@ -94,6 +147,7 @@ def from_tensors(
     seed: int = 0,
     bounds_margin: float = 0.0,
     clip: bool = False,
+    max_rows: int = MAX_LOADER_ROWS,
 ) -> Dataset:
     """An r2et :class:`Dataset` from your own splits.
 
@@ -113,18 +167,29 @@ def from_tensors(
     in ``info["rows_clipped_to_bounds"]`` and logged), or create the attacks with
     ``clip_inputs=True``. The default model is ``cnn`` for images of at least 8×8
     pixels, else ``mlp``.
+
+    Refused with one ``ValueError``: labels that are not an integer dtype (convert float labels
+    with ``y.long()``), a DataLoader batch or TensorDataset with items beyond ``(x, y)`` (they
+    would be dropped), batches whose inputs differ in shape, ``bounds`` whose low end exceeds
+    the high end or that are not finite, and a DataLoader that yields more than ``max_rows``
+    rows (default :data:`MAX_LOADER_ROWS`): a loader, sized or not, is read once into memory,
+    counting rows as it goes, so an endless one stops with an error instead of running
+    forever.
     """
-    x_tr, y_tr = _tensors(train, "train")
+    from r2et._checks import check_int
+
+    check_int("max_rows", max_rows, 1)
+    x_tr, y_tr = _tensors(train, "train", max_rows)
     if val is None:
         t_idx, v_idx = carve_val(y_tr.numpy(), val_fraction, seed)
         t_idx, v_idx = torch.as_tensor(t_idx), torch.as_tensor(v_idx)
         (x_tr, y_tr), (x_va, y_va) = (x_tr[t_idx], y_tr[t_idx]), (x_tr[v_idx], y_tr[v_idx])
     else:
-        x_va, y_va = _tensors(val, "val")
+        x_va, y_va = _tensors(val, "val", max_rows)
     if test is None:
         x_te, y_te = x_tr[:0], y_tr[:0]
     else:
-        x_te, y_te = _tensors(test, "test")
+        x_te, y_te = _tensors(test, "test", max_rows)
     shape = tuple(x_tr.shape[1:])
     for what, x in (("val", x_va), ("test", x_te)):
         if len(x) and tuple(x.shape[1:]) != shape:
@@ -185,8 +250,9 @@ def from_tensors(
 
 
 def _resolve_bounds(bounds: Any, x_tr: torch.Tensor, margin: float) -> tuple[Any, Any] | None:
-    """``bounds`` as given, or ``"train"``: the training range widened by ``margin``."""
-    from r2et._checks import check_number
+    """``bounds`` as given, or ``"train"``: the training range widened by ``margin``; checked
+    to be a finite, non-empty box (``low <= high``) that fits one input."""
+    from r2et._checks import check_bounds_pair, check_number
 
     check_number("bounds_margin", margin, 0, 1e6)
     if isinstance(bounds, str):
@@ -194,9 +260,11 @@ def _resolve_bounds(bounds: Any, x_tr: torch.Tensor, margin: float) -> tuple[Any
             raise ValueError(f"bounds={bounds!r} is not supported; allowed: a pair, 'train', None")
         lo, hi = x_tr.min(0).values, x_tr.max(0).values
         width = hi - lo
-        return lo - margin * width, hi + margin * width
-    if margin:
+        bounds = (lo - margin * width, hi + margin * width)
+    elif margin:
         raise ValueError("bounds_margin applies to bounds='train' only")
+    if bounds is not None:
+        check_bounds_pair("bounds", bounds, tuple(x_tr.shape[1:]))
     return bounds
 
 
@@ -220,7 +288,7 @@ def as_dataset(data: Any, role: str = "train", **kwargs: Any) -> Dataset:
 
     if isinstance(data, Dataset):
         return data
-    pair = isinstance(data, (tuple, list)) and len(data) == 2
+    pair = isinstance(data, (tuple, list))  # not 2 items: _tensors says so
     if not (pair or isinstance(data, (TensorDataset, DataLoader))):
         raise TypeError(
             "ds must be an r2et Dataset, an (x, y) pair, a TensorDataset or a DataLoader, "
@@ -228,6 +296,7 @@ def as_dataset(data: Any, role: str = "train", **kwargs: Any) -> Dataset:
         )
     if role == "train":
         return from_tensors(data, **kwargs)
-    if role == "evaluate":
-        return from_tensors(data, val=data, test=data, **kwargs)
+    if role == "evaluate":  # read once (a DataLoader is consumed a single time)
+        pair = _tensors(data, "data", kwargs.pop("max_rows", MAX_LOADER_ROWS))
+        return from_tensors(pair, val=pair, test=pair, **kwargs)
     raise ValueError(f"role={role!r} is not supported; allowed: ['train', 'evaluate']")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from r2et._registry import Registry
@@ -61,7 +62,8 @@ def get_loader(name: str) -> Callable[..., Dataset]:
 
 
 def load_dataset(
-    name: str,
+    name: str | None = None,
+    /,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
     seed: int = 0,
@@ -74,10 +76,15 @@ def load_dataset(
     ``~/.cache/r2et``), then downloaded from the canonical URL with a SHA-256 check
     (``download=True``). ``seed`` fixes the stratified splits. Extra keywords go to the loader,
     e.g. ``val_fraction``, ``test_fraction``; ``load_dataset("csv", path=..., target=...)``.
+    ``name`` is positional, so a loader's own ``name=`` keyword reaches it:
+    ``load_dataset("csv", path=..., target=..., name="churn")`` names the dataset ``churn``
+    (``info["loader"]`` stays ``"csv"``); ``load_dataset(name="adult")`` still loads Adult.
     Raises ``ValueError`` for an unknown name or keyword, ``FileNotFoundError`` for missing
     files that cannot be downloaded.
     """
-    loader = get_loader(name)
+    if name is None:  # load_dataset(name="adult"): the dataset's name given as a keyword
+        name = kw.pop("name", None)
+    loader = get_loader(name)  # type: ignore[arg-type]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     params = inspect.signature(loader).parameters
@@ -89,3 +96,80 @@ def load_dataset(
     ds.info.setdefault("seed", seed)
     ds.info.setdefault("loader", name.lower())  # the registry name, e.g. "csv"
     return ds
+
+
+def _run_config(run: Any) -> dict[str, Any]:
+    config = getattr(run, "config", run)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"run must be a Run (from load_run) or its config dict, got {type(run).__name__}"
+        )
+    return dict(config)
+
+
+def load_run_dataset(run: Any, *, accept_changed_data: bool = False, **overrides: Any) -> Dataset:
+    """The dataset a run was trained on, reloaded as ``r2et evaluate RUN`` does.
+
+    ``run`` is a :class:`~r2et.train.Run` (from :func:`~r2et.load_run`) or its ``config``
+    dict: the dataset's registry name (``config["dataset"]["loader"]``, else its ``"name"``),
+    the data seed (``"data_seed"``, else ``"seed"``) and the loader keywords
+    (``"data_params"``, updated with ``overrides``) come from it. When the run recorded its data
+    file's SHA-256 (CSV files, ``config["dataset"]["sha256"]``), the reloaded file must have
+    the same digest: a changed file would silently give other splits and numbers, so it is
+    refused with ``ValueError`` unless ``accept_changed_data=True`` (then a warning). A run
+    stored before digests were recorded loads with a warning that its file cannot be checked.
+    """
+    config = _run_config(run)
+    recorded = config.get("dataset")
+    name = (
+        (recorded.get("loader") or recorded.get("name"))
+        if isinstance(recorded, Mapping)
+        else recorded
+    )
+    if not name or not isinstance(name, str):
+        raise ValueError("the run's config.json names no dataset")
+    seed = config.get("data_seed", config.get("seed", 0))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"the run's config.json has a bad data seed {seed!r}")
+    params = config.get("data_params", {})
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise ValueError(f"the run's config.json has bad data_params {params!r}")
+    ds = load_dataset(name, seed=seed, **{**params, **overrides})
+    check_data_digest(ds, recorded, accept_changed_data=accept_changed_data)
+    return ds
+
+
+def check_data_digest(ds: Dataset, recorded: Any, *, accept_changed_data: bool = False) -> None:
+    """Compare the SHA-256 of ``ds``'s data file (``ds.info["sha256"]``, set by the CSV
+    loader) with the one a run recorded (``recorded``: the run's ``config["dataset"]``
+    summary); a mismatch is one ``ValueError`` naming the file and both digests, or a warning
+    with ``accept_changed_data=True``. Nothing to compare (no digest now, e.g. a built-in
+    dataset) passes; a digest now but none recorded (a run stored before r2et recorded them)
+    passes with a warning."""
+    if not isinstance(accept_changed_data, bool):
+        raise ValueError(f"accept_changed_data must be True or False, got {accept_changed_data!r}")
+    now = ds.info.get("sha256")
+    if not isinstance(now, str):
+        return
+    source = ds.info.get("source", ds.name)
+    then = recorded.get("sha256") if isinstance(recorded, Mapping) else None
+    if then is None:
+        warnings.warn(
+            f"the run records no SHA-256 of its data file {source} (stored before r2et "
+            "recorded one); the file cannot be checked for changes",
+            stacklevel=2,
+        )
+        return
+    if then == now:
+        return
+    what = (
+        f"{source} changed since the run was trained (SHA-256 {str(then)[:12]}... recorded, "
+        f"{now[:12]}... now)"
+    )
+    if not accept_changed_data:
+        raise ValueError(
+            f"{what}: its splits and results would differ; pass --accept-changed-data "
+            "(accept_changed_data=True) to use it anyway"
+        )
+    warnings.warn(f"{what}; using it as asked (accept_changed_data)", stacklevel=2)

@@ -12,8 +12,12 @@ training thereby encodes as all zeros.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -331,6 +335,59 @@ def load_breast_cancer(
     return build_tabular("breast-cancer", df, y, names, [], splits, info, 2)
 
 
+#: The most columns a CSV file may have (``load_csv(max_columns=...)``, every column counted:
+#: target and dropped ones too). The header line alone is read and counted before the file is
+#: parsed, so a very wide file is refused in a moment instead of a slow parse.
+MAX_CSV_COLUMNS = 2_000
+#: The most input features a CSV may encode to (``load_csv(max_features=...)``): numeric
+#: columns plus one per category of each one-hot encoded column, counted before encoding.
+MAX_CSV_FEATURES = 10_000
+_HEADER_BYTES = 4 << 20  # the header is read up to this many bytes
+
+
+class _HashingReader(io.RawIOBase):
+    """A raw binary stream over an open file that feeds every byte read into ``sha``: the
+    file is hashed while it is parsed, in one pass."""
+
+    def __init__(self, f: io.BufferedReader, sha: Any) -> None:
+        super().__init__()
+        self._f, self.sha = f, sha
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._f.readinto(b)
+        if n:
+            self.sha.update(memoryview(b)[:n])
+        return n or 0
+
+    def drain(self) -> None:
+        """Hash whatever the parser left unread (the digest covers the whole file)."""
+        while chunk := self._f.read(1 << 20):
+            self.sha.update(chunk)
+
+
+def _csv_header_width(p: Path, sep: str | None) -> int | None:
+    """The number of columns in the first line of CSV file ``p`` (read alone, at most
+    ``_HEADER_BYTES``); None when it cannot be told cheaply (the parse then decides)."""
+    with open(p, "rb") as f:
+        line = f.readline(_HEADER_BYTES)
+    text = line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+    if not text.strip():
+        return None
+    try:
+        if sep is None:
+            delim = csv.Sniffer().sniff(text[:65536]).delimiter
+        elif len(sep) == 1:
+            delim = sep
+        else:
+            return len(re.split(sep, text))
+        return len(next(csv.reader([text], delimiter=delim)))
+    except (csv.Error, re.error, StopIteration):
+        return None
+
+
 def _infer_columns(df: pd.DataFrame, max_categories: int) -> tuple[list[str], list[str]]:
     numeric, categorical = [], []
     for c in df.columns:
@@ -366,6 +423,8 @@ def load_csv(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     name: str | None = None,
+    max_columns: int = MAX_CSV_COLUMNS,
+    max_features: int = MAX_CSV_FEATURES,
 ) -> Dataset:
     """Any CSV file with a label column ``target=``: the user's own tabular data.
 
@@ -376,21 +435,52 @@ def load_csv(
     ``"drop"`` drops incomplete rows; ``"impute"`` fills numeric columns with the training
     mean and treats a missing category as its own value ``"nan"``. Rows with a missing target
     are always an error. Stratified train/val/test splits by ``seed``. ``root``/``download``
-    are unused (the file is local).
+    are unused (the file is local). ``name`` is the dataset's display name (default: the
+    file's stem).
+
+    Size limits, each refused with one ``ValueError``: a file of more than ``max_columns``
+    columns (default :data:`MAX_CSV_COLUMNS` = 2,000, every column counted), found from the
+    header line alone before the file is parsed; and a table that encodes to more than
+    ``max_features`` inputs (default :data:`MAX_CSV_FEATURES` = 10,000: numeric columns plus
+    one per category of each one-hot column), found before encoding.
+
+    The file is hashed while it is parsed (one streamed pass): ``info["sha256"]`` holds its
+    SHA-256, which a run's ``config.json`` records, so that reloading a changed file is
+    refused (:func:`r2et.data.load_run_dataset`, ``r2et evaluate``).
     """
+    from r2et._checks import check_int
+
     if path is None:
         raise ValueError("load_dataset('csv') needs path=<file.csv> and target=<column>")
     if target is None:
         raise ValueError("load_dataset('csv') needs target=<label column>")
     if missing not in ("error", "drop", "impute"):
         raise ValueError(f"missing={missing!r} is not supported; allowed: error, drop, impute")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name must be a non-empty string (the display name), got {name!r}")
+    check_int("max_columns", max_columns, 2)
+    check_int("max_features", max_features, 1)
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"path={str(p)!r}: CSV file not found")
+    width = _csv_header_width(p, sep)
+    too_wide = (
+        f"columns; the limit is max_columns={max_columns:,}: drop columns from the file or "
+        "raise max_columns"
+    )
+    if width is not None and width > max_columns:
+        raise ValueError(f"path={str(p)!r} has {width:,} {too_wide}")
+    sha = hashlib.sha256()
     try:
-        df = pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+        with open(p, "rb") as f:
+            raw = _HashingReader(f, sha)
+            buffered = io.BufferedReader(raw, 1 << 20)
+            df = pd.read_csv(buffered, sep=sep, engine="python" if sep is None else "c")
+            raw.drain()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"path={str(p)!r} is not a readable CSV file: {err}") from None
+    if df.shape[1] > max_columns:
+        raise ValueError(f"path={str(p)!r} has {df.shape[1]:,} {too_wide}")
     df.columns = [str(c).strip() for c in df.columns]
     if target not in df.columns:
         raise ValueError(f"target={target!r} is not a column; allowed: {list(df.columns)}")
@@ -429,6 +519,13 @@ def load_csv(
         keep = ~feats.isna().any(axis=1)
         feats, df = feats.loc[keep].reset_index(drop=True), df.loc[keep].reset_index(drop=True)
     numeric, cats = _infer_columns(feats, max_categories)
+    n_inputs = len(numeric) + sum(int(feats[c].nunique(dropna=False)) for c in cats)
+    if n_inputs > max_features:
+        raise ValueError(
+            f"path={str(p)!r} encodes to {n_inputs:,} input features (numeric columns plus one "
+            f"per category); the limit is max_features={max_features:,}: drop columns, lower "
+            "max_categories or raise max_features"
+        )
     classes, y = np.unique(df[target].to_numpy(), return_inverse=True)
     y = y.astype(np.int64)
     if len(classes) < 2:
@@ -442,6 +539,7 @@ def load_csv(
     info = {
         "source": str(p),
         "files": [p.name],
+        "sha256": sha.hexdigest(),
         "seed": seed,
         "target": target,
         "classes": [c.item() if hasattr(c, "item") else c for c in classes],
