@@ -10,7 +10,8 @@ script computes, with one torch thread and fixed seeds, on breast-cancer (MLP) a
   ``create_graph`` (the fast path and autograd);
 * for every registered attack: the returned points and P@k (small budgets);
 * ``evaluate`` on a model (accuracy, P@k, deletion, locality, thickness);
-* a 2-method, 1-seed ``run_bench`` grid: its result rows without the timing columns.
+* a 2-method, 1-seed ``run_bench`` grid: its result rows without the timing columns and the
+  bookkeeping digests (``*_sha256``).
 
 Each item is hashed over its tensors' raw bytes (float64 values are not rounded), and the
 result is a JSON object ``{item: sha256}``. Usage::
@@ -19,8 +20,12 @@ result is a JSON object ``{item: sha256}``. Usage::
     python benchmarks/fingerprint.py --check fp.json          # compare: exit 1 on a difference
 
 The stored baseline ``benchmarks/fingerprint_baseline.json`` was recorded on the code before
-the registry-package refactor (issue 24), on the 2-core x86-64 CI machine with torch 2.13.0
-(CPU). Bits can differ across CPUs, BLAS builds and torch versions; compare on one machine.
+the registry-package refactor (issue 24), after issue 23 (whose changes left all 30 items
+identical to the code before it), on the 2-core x86-64 (AMD EPYC) development machine with
+torch 2.13.0 (CPU build) and ``OMP_NUM_THREADS=1``. Bits can differ across CPUs, BLAS builds
+and torch versions: when ``--check`` reports differences, first record the old code's
+fingerprint on the same machine (a ``git worktree`` of the earlier commit, ``PYTHONPATH`` at
+its ``src``) and compare with that.
 """
 
 from __future__ import annotations
@@ -150,8 +155,16 @@ def evaluate_items(ds: Any, model: torch.nn.Module) -> dict:
     attacks = {"erattack": create_attack("erattack", ex, k=4, eps=0.1, steps=5, seed=0)}
     torch.manual_seed(3)
     report = evaluate(
-        model, ds, ex, k=4, n=24, attacks=attacks, thickness_radius=0.1, thickness_samples=2,
-        thickness_steps=2, seed=0,
+        model,
+        ds,
+        ex,
+        k=4,
+        n=24,
+        attacks=attacks,
+        thickness_radius=0.1,
+        thickness_samples=2,
+        thickness_steps=2,
+        seed=0,
     )
     return {"evaluate/mlp": digest(_without_timing(report))}
 
@@ -161,7 +174,7 @@ def _without_timing(obj: Any) -> Any:
         return {
             k: _without_timing(v)
             for k, v in obj.items()
-            if not any(t in str(k).lower() for t in TIMING_KEYS)
+            if not any(t in str(k).lower() for t in TIMING_KEYS) and not str(k).endswith("_sha256")
         }
     if isinstance(obj, list):
         return [_without_timing(v) for v in obj]
