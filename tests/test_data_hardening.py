@@ -281,3 +281,37 @@ def test_public_names_still_resolve():
     for name in r2et.__all__:  # every name resolves (in this process, modules are loaded)
         assert getattr(r2et, name) is not None, name
     assert set(r2et.__all__) <= set(dir(r2et))
+
+
+def test_an_error_after_ctrl_c_is_reported_as_interrupted(monkeypatch, capsys):
+    """A Ctrl-C that lands inside a third-party import can be swallowed there and surface
+    later as another error (numpy's RecursionError): after SIGINT, any error is exit 130."""
+    import os
+    import signal
+
+    import r2et.cli as cli
+
+    def interrupted_import(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+        except KeyboardInterrupt:
+            pass  # swallowed half-way, as an import machinery may
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(cli, "cmd_datasets", interrupted_import)
+    assert cli.main(["datasets"]) == 130
+    assert capsys.readouterr().err.strip() == "r2et: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_a_csv_whose_rows_are_wider_than_its_header_is_refused(tmp_path):
+    """pandas would silently turn the extra leading fields into an index."""
+    from r2et.data import load_dataset
+
+    path = tmp_path / "narrow_header.csv"
+    rows = ["a,y"] + [f"{i},{i % 3},{i % 2}" for i in range(30)]
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match="fields"):
+        load_dataset("csv", path=path, target="y")

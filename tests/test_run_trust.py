@@ -191,10 +191,13 @@ def test_model_section_is_covered_by_the_run_digest(tmp_path):
         lambda c: c["model"].__setitem__("hidden", [5]),
         lambda c: c.__setitem__("transforms", [{"name": "relu_to_softplus", "beta": 2.0}]),
         lambda c: c.__setitem__("dtype", "float64"),
+        lambda c: c.__setitem__("data_seed", 10**30),  # another split, silently
+        lambda c: c.__setitem__("data_params", {"missing": "drop"}),
+        lambda c: c.__setitem__("dataset", {"name": "adult"}),
     ]
     for edit in edits:
         _edit(run, edit, forge=False)
-        with pytest.raises(ValueError, match="model section .* changed"):
+        with pytest.raises(ValueError, match="model or data sections .* changed"):
             load_run(run)
         with pytest.raises(ValueError, match="run_sha256"):
             load_model_into(_mlp(seed=1), run)
@@ -231,6 +234,30 @@ def test_huge_factory_is_refused_before_allocation(tmp_path, capsys):
     _edit(run, _set_factory("torch.nn:Linear", in_features="x", out_features=2))
     with pytest.raises(ValueError, match="cannot be built on the meta device"):
         load_run(run)
+
+
+def test_an_explicit_device_kwarg_does_not_escape_the_meta_build(tmp_path):
+    """``device="cpu"`` in the JSON kwargs must not make the shadow build allocate for real:
+    two buffers of 400M elements would take 3.2 GB before the check. Measured in a fresh
+    process, whose peak memory is its own."""
+    import subprocess
+
+    run = tmp_path / "run"
+    _linear_run(run)
+    big = {"num_features": 400_000_000, "affine": False, "device": "cpu"}
+    _edit(run, _set_factory("torch.nn:BatchNorm1d", **big))
+    code = (
+        "import resource, sys, r2et\n"
+        "try:\n    r2et.load_run(sys.argv[1])\nexcept ValueError as e:\n    print('refused', e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("refused") and "the limit is 500,000,000" in lines[0], out
+    peak_mib = int(lines[-1]) / 1024
+    assert peak_mib < 1500, f"the meta build allocated: peak {peak_mib:.0f} MiB"
 
 
 def test_a_build_that_loops_is_stopped(tmp_path, monkeypatch):

@@ -830,6 +830,16 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+#: Set once SIGINT arrived during :func:`main`: whatever error follows is its consequence (an
+#: import interrupted half-way can surface later as a RecursionError or an ImportError).
+_interrupted = {"seen": False}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    _interrupted["seen"] = True
+    raise KeyboardInterrupt()
+
+
 def _log_to_stderr() -> None:
     """INFO records of the ``r2et`` logger on stderr, one ``r2et: message`` line each."""
     import logging
@@ -857,9 +867,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     if getattr(args, "verbose", False):
         _log_to_stderr()
-    previous = None
+    previous = previous_int = None
+    _interrupted["seen"] = False
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous_int = signal.signal(signal.SIGINT, _interrupt)
     except ValueError:  # not the main thread
         previous = None
     try:
@@ -872,6 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _report(err: BaseException, debug: bool) -> int:
@@ -885,7 +900,7 @@ def _report(err: BaseException, debug: bool) -> int:
         traceback.print_exception(err)
     if isinstance(err, Terminated):
         code, msg = EXIT_TERMINATED, "r2et: terminated"
-    elif isinstance(err, KeyboardInterrupt):
+    elif isinstance(err, KeyboardInterrupt) or _interrupted["seen"]:
         code, msg = EXIT_INTERRUPTED, "r2et: interrupted"
     elif isinstance(err, FolderLockedError):
         code, msg = EXIT_LOCKED, f"r2et: error: {_one_line(err)}"

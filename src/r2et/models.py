@@ -39,10 +39,22 @@ from r2et._second_order import second_order as second_order  # public: r2et.mode
 ACTIVATIONS = ("relu", "softplus")
 
 
+#: The largest Softplus ``beta`` accepted (float32 Softplus overflows long before 1e300; a
+#: beta of 1e4 is already a ReLU to 4 decimals at unit scale).
+MAX_SOFTPLUS_BETA = 1e6
+
+
+def check_beta(beta: Any) -> None:
+    """``ValueError`` unless ``beta`` is a real number with ``0 < beta <= MAX_SOFTPLUS_BETA``."""
+    check_positive("beta", beta)
+    if not float(beta) <= MAX_SOFTPLUS_BETA:
+        raise ValueError(f"beta={beta!r} is outside (0, {MAX_SOFTPLUS_BETA:g}]")
+
+
 def _activation(name: str, beta: float) -> nn.Module:
     check_choice("activation", name, ACTIVATIONS)
     if name == "softplus":
-        check_positive("beta", beta)
+        check_beta(beta)
     return nn.ReLU() if name == "relu" else nn.Softplus(beta=beta)
 
 
@@ -557,7 +569,7 @@ def relu_to_softplus(model: nn.Module, beta: float = 10.0, inplace: bool = False
     ``inplace``; parameters are copied, not shared. ReLUs applied functionally
     (``F.relu``/``torch.relu`` inside ``forward``) cannot be seen and are left unchanged.
     """
-    check_positive("beta", beta)
+    check_beta(beta)
     target = model if inplace else copy.deepcopy(model)
     for name, child in list(target.named_children()):
         if isinstance(child, nn.ReLU):

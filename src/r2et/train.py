@@ -620,8 +620,9 @@ def save_run(
     ``load_run(folder, model=an_instance)``). ``"transforms"`` (architecture changes made
     after building, such as ``sp``'s ReLU → Softplus, from ``model.r2et_transforms``),
     ``"dtype"``, ``"weights_sha256"`` (the SHA-256 of ``model.safetensors``), ``"run_sha256"``
-    (the SHA-256 of ``weights_sha256`` and the canonical JSON of ``model``, ``transforms`` and
-    ``dtype``: :func:`load_run` refuses weights or a model section changed after saving),
+    (the SHA-256 of ``weights_sha256`` and the canonical JSON of :data:`RUN_DIGEST_KEYS`:
+    ``model``, ``transforms``, ``dtype``, ``dataset``, ``data_seed``, ``data_params``;
+    :func:`load_run` refuses weights or such a section changed after saving),
     ``"dataset"`` (``dataset.summary()`` when ``dataset`` is given) and ``"versions"`` (r2et
     and torch). Returns the folder path. Saving trusts ``factory``: it is imported to check
     its path; loading the run later needs ``trust_factory=True`` unless it is a module class
@@ -660,9 +661,9 @@ def save_run(
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "versions": _versions(),
     }
-    full["run_sha256"] = _run_digest(full["weights_sha256"], json.loads(json_text(full)))
     if dataset is not None:
         full["dataset"] = dataset.summary() if hasattr(dataset, "summary") else dataset
+    full["run_sha256"] = _run_digest(full["weights_sha256"], json.loads(json_text(full)))
     files = [
         (MODEL_FILE, weights),
         (METRICS_FILE, json_text(metrics or {}).encode("utf-8")),
@@ -693,9 +694,16 @@ def check_replaceable(folder: Path, flag: str | None = None) -> None:
         )
 
 
+#: The config.json sections covered by ``run_sha256`` together with the weights.
+RUN_DIGEST_KEYS = ("model", "transforms", "dtype", "dataset", "data_seed", "data_params")
+
+
 def _run_digest(weights_sha256: Any, config: dict[str, Any]) -> str:
-    """SHA-256 of the weights' digest and the canonical JSON of the model section."""
-    section = {key: config.get(key) for key in ("model", "transforms", "dtype")}
+    """SHA-256 of the weights' digest and the canonical JSON of the sections that decide what
+    a loaded run computes: the model (``model``, ``transforms``, ``dtype``) and its data
+    (``dataset``, ``data_seed``, ``data_params``: an edited seed would evaluate on another
+    split)."""
+    section = {key: config.get(key) for key in RUN_DIGEST_KEYS}
     text = json.dumps(section, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(f"{weights_sha256}\n{text}".encode()).hexdigest()
 
@@ -743,8 +751,8 @@ def _check_digest(data: bytes, config: dict[str, Any], folder: Path, verify: boo
     run_sha = config["run_sha256"]
     if not isinstance(run_sha, str) or run_sha.lower() != _run_digest(recorded, config):
         raise ValueError(
-            f"{folder / CONFIG_FILE}: its model section (model, transforms, dtype) or the "
-            "weights were changed after the run was saved (run_sha256 does not match); "
+            f"{folder / CONFIG_FILE}: its model or data sections ({', '.join(RUN_DIGEST_KEYS)}) "
+            "or the weights were changed after the run was saved (run_sha256 does not match); "
             "refusing to load it"
         )
 
@@ -868,8 +876,8 @@ def load_run(
 
     With ``verify`` (default) the file's SHA-256 must equal the ``weights_sha256`` that
     :func:`save_run` recorded in ``config.json`` (a mismatch or a missing digest raises
-    ``ValueError``), and ``run_sha256``, which covers that digest and the model section
-    (``model``, ``transforms``, ``dtype``), must match it: an edited model section is refused.
+    ``ValueError``), and ``run_sha256``, which covers that digest and the model and data
+    sections (:data:`RUN_DIGEST_KEYS`), must match it: an edited section is refused.
     Runs saved before ``run_sha256`` existed load as before. A ``build_model`` spec and a
     factory alike are built on the ``meta`` device first and refused (``ValueError``) when
     they do not build, exceed :data:`~r2et._checks.MAX_PARAMETERS` or do not match the stored
@@ -963,8 +971,10 @@ def _rebuild(
     try:
         # nothing is allocated on meta; the guard stops a build that grows past the limits
         # while it runs (10^8 layers would otherwise take hours even on meta)
+        # an explicit device= in the kwargs would override the meta default: point it at meta
+        shadow_kwargs = {**kwargs, "device": "meta"} if "device" in kwargs else kwargs
         with torch.device("meta"), _build_guard(len(state), where):
-            shadow = factory(**kwargs)
+            shadow = factory(**shadow_kwargs)
     except _BuildTooLarge as err:
         raise ValueError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - any failure means it cannot be checked
@@ -1018,7 +1028,7 @@ def _build_guard(n_tensors: int, where: str) -> Iterator[None]:
                 f"{n_tensors} stored tensors; refusing to build it"
             )
 
-    def on_parameter(parent: Any, name: str, param: Any) -> None:
+    def on_parameter(parent: Any, name: str, param: Any) -> None:  # and buffers
         seen["parameters"] += 1
         if seen["parameters"] > max_modules:
             raise _BuildTooLarge(
@@ -1055,6 +1065,7 @@ def _build_guard(n_tensors: int, where: str) -> Iterator[None]:
     handles = [
         nn_module.register_module_module_registration_hook(on_module),
         nn_module.register_module_parameter_registration_hook(on_parameter),
+        nn_module.register_module_buffer_registration_hook(on_parameter),
     ]
     sys.settrace(on_call)
     try:

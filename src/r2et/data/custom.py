@@ -30,7 +30,10 @@ logger = logging.getLogger("r2et")
 #: The most rows :func:`from_tensors` reads from one DataLoader (``max_rows``): a loader is read
 #: once into memory, so an endless one (e.g. over an infinite ``IterableDataset``) is refused
 #: once it passes this many rows instead of running forever.
-MAX_LOADER_ROWS = 10_000_000
+MAX_LOADER_ROWS = 2_000_000
+#: The most bytes of inputs read from one DataLoader, whatever ``max_rows`` says: a loader of
+#: wide rows is refused before it fills the memory.
+MAX_LOADER_BYTES = 2 << 30
 
 
 def _read_loader(data: Any, what: str, max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +66,13 @@ def _read_loader(data: Any, what: str, max_rows: int) -> tuple[torch.Tensor, tor
                 "shape (pad or resize them)"
             )
         rows += len(x)
+        held = rows * x[:1].numel() * x.element_size()
+        if held > MAX_LOADER_BYTES:
+            raise ValueError(
+                f"{what}: the DataLoader yielded more than {MAX_LOADER_BYTES / 2**30:g} GiB of "
+                f"inputs ({rows:,} rows of {tuple(x.shape[1:])}); r2et reads a loader once into "
+                "memory: pass a finite, smaller loader or tensors"
+            )
         if rows > max_rows:
             raise ValueError(
                 f"{what}: the DataLoader yielded more than max_rows={max_rows:,} rows (an "

@@ -135,6 +135,14 @@ def load_run_dataset(run: Any, *, accept_changed_data: bool = False, **overrides
     params = {} if params is None else params
     if not isinstance(params, Mapping):
         raise ValueError(f"the run's config.json has bad data_params {params!r}")
+    clash = sorted({"seed", "root", "download"} & set(params))
+    if clash:
+        raise ValueError(
+            f"the run's config.json has data_params {clash} that r2et sets itself (the data "
+            "seed is 'data_seed'); remove them"
+        )
+    if seed > 2**63 - 1:
+        raise ValueError(f"the run's config.json has a bad data seed {seed!r}")
     ds = load_dataset(name, seed=seed, **{**params, **overrides})
     check_data_digest(ds, recorded, accept_changed_data=accept_changed_data)
     return ds

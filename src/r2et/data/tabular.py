@@ -18,6 +18,7 @@ import io
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -469,14 +470,26 @@ def load_csv(
         "raise max_columns"
     )
     if width is not None and width > max_columns:
-        raise ValueError(f"path={str(p)!r} has {width:,} {too_wide}")
+        with open(p, "rb") as f:  # a header past the bytes read holds even more columns
+            cut = len(f.readline(_HEADER_BYTES + 1)) > _HEADER_BYTES
+        more = "more than " if cut else ""
+        raise ValueError(f"path={str(p)!r} has {more}{width:,} {too_wide}")
     sha = hashlib.sha256()
     try:
         with open(p, "rb") as f:
             raw = _HashingReader(f, sha)
             buffered = io.BufferedReader(raw, 1 << 20)
-            df = pd.read_csv(buffered, sep=sep, engine="python" if sep is None else "c")
+            with warnings.catch_warnings():
+                # rows wider than the header: pandas would make the extra fields an index
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                engine = "python" if sep is None else "c"
+                df = pd.read_csv(buffered, sep=sep, engine=engine, index_col=False)
             raw.drain()
+    except pd.errors.ParserWarning:
+        raise ValueError(
+            f"path={str(p)!r}: its rows have more fields than its header line; every row must "
+            "have one field per header column"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"path={str(p)!r} is not a readable CSV file: {err}") from None
     if df.shape[1] > max_columns:
