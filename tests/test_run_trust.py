@@ -585,3 +585,23 @@ def test_out_of_memory_is_exit_3(tmp_path, monkeypatch, capsys, error):
 
 def test_top_level_api_is_the_same_function():
     assert r2et.load_run is load_run and r2et.save_run is save_run
+
+
+def test_stale_temp_clean_up_puts_a_lone_moved_aside_run_back(tmp_path):
+    """Without the atomic exchange a killed overwrite leaves the only copy of the old run in
+    ``.NAME.<hex>.old``: the bench's clean-up must restore it, not delete it; a ``.old``
+    beside a present folder is a leftover and goes."""
+    from r2et._io import remove_stale_temps
+
+    run = tmp_path / "run"
+    model = _mlp()
+    save_run(run, model)
+    aside = tmp_path / ".run.0a1b2c.old"
+    os.rename(run, aside)
+    remove_stale_temps(tmp_path)
+    assert run.is_dir() and not aside.exists()
+    loaded = load_run(run)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.model.parameters(), model.parameters()))
+    leftover = tmp_path / ".run.3c4d5e.old"
+    leftover.mkdir()
+    assert leftover in remove_stale_temps(tmp_path) and not leftover.exists() and run.is_dir()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".r2et.lock"
+_MOVED_ASIDE_RE = re.compile(r"^\.(.+)\.[0-9a-f]+\.old$")
 _TEMP_RE = re.compile(r"^\..+\.(tmp|tmpdir|old)(\.[A-Za-z0-9]+)?$")
 
 
@@ -254,7 +255,10 @@ def is_temp_name(name: str) -> bool:
 def remove_stale_temps(root: str | Path, recursive: bool = True) -> list[Path]:
     """Delete the temporary files and folders a killed writer left in ``root`` (and below it
     with ``recursive``; names matched by :func:`is_temp_name`); returns what was removed.
-    Call it only while holding the folder's :class:`FolderLock`, when no writer is active."""
+    Call it only while holding the folder's :class:`FolderLock`, when no writer is active.
+    A ``.NAME.<hex>.old`` folder whose ``NAME`` is missing is the only copy of a folder that a
+    killed overwrite moved aside (no atomic exchange on this platform): it is put back
+    (:func:`restore_moved_aside`), not deleted."""
     root = Path(root)
     removed: list[Path] = []
     if not root.is_dir():
@@ -263,6 +267,12 @@ def remove_stale_temps(root: str | Path, recursive: bool = True) -> list[Path]:
         if not recursive:
             dirnames[:] = [d for d in dirnames if is_temp_name(d)]
         for name in list(dirnames):
+            moved = _MOVED_ASIDE_RE.match(name)
+            if moved and not (Path(dirpath) / moved.group(1)).exists():
+                with contextlib.suppress(FileNotFoundError):  # several copies: left to the user
+                    restore_moved_aside(Path(dirpath) / moved.group(1))
+                dirnames.remove(name)
+                continue
             if is_temp_name(name):
                 shutil.rmtree(Path(dirpath) / name, ignore_errors=True)
                 removed.append(Path(dirpath) / name)
