@@ -261,12 +261,14 @@ def check_bounds_pair(name: str, bounds: object, input_shape: tuple[int, ...]) -
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}: the {end} end holds NaN or infinite values")
         try:
-            torch.broadcast_shapes(tuple(t.shape), tuple(input_shape))
+            fits = torch.broadcast_shapes(tuple(t.shape), tuple(input_shape)) == input_shape
         except RuntimeError:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{name}: the {end} end has shape {tuple(t.shape)}, which does not fit one "
-                f"input of shape {tuple(input_shape)}"
-            ) from None
+                f"input of shape {tuple(input_shape)} (a scalar or per-feature values)"
+            )
     try:
         bad = lo > hi
     except RuntimeError:
@@ -403,6 +405,21 @@ def check_forward(
             f"{name} of shape {tuple(x.shape)} ({x.dtype}, on {x.device}) does not fit the "
             f"model: {msg}"
         ) from None
+
+
+def model_inputs(
+    model: Any, x: torch.Tensor, y: Any = None, kwargs: dict[str, Any] | None = None
+) -> tuple[torch.Tensor, Any, dict[str, Any]]:
+    """``(x, y, forward keywords)`` where the model runs: ``x`` detached, each moved to the
+    model's device and the floating ones cast to its floating dtype (:func:`to_model`,
+    :func:`kwargs_to_model`), ``x`` checked by a forward of its first rows
+    (:func:`check_forward`: a shape that does not fit the model is one ``ValueError``). The one
+    entry point of attacks, metrics and certificates; call it in eval mode."""
+    x = to_model(model, x.detach())
+    y = to_model(model, y, "y")
+    kwargs = kwargs_to_model(model, kwargs or {})
+    check_forward(model, x, kwargs)
+    return x, y, kwargs
 
 
 def check_label_range(name: str, y: object, n_outputs: int) -> torch.Tensor:

@@ -73,12 +73,10 @@ from r2et._checks import (
     check_batch,
     check_bounds_pair,
     check_choice,
-    check_forward,
     check_int,
     check_k,
     check_positive,
-    kwargs_to_model,
-    to_model,
+    model_inputs,
 )
 from r2et._kwargs import repeat_rows, take_rows
 from r2et.explain import Explainer, repeat_batch
@@ -234,13 +232,6 @@ def certified_radius(
         raise TypeError(f"explainer must be an r2et Explainer, got {type(explainer).__name__}")
     if bounds is not None:
         check_bounds_pair("bounds", bounds, tuple(x.shape[1:]))
-        for end, b in zip(("low", "high"), bounds):
-            shape = tuple(torch.as_tensor(b).shape)
-            if torch.broadcast_shapes(shape, x.shape[1:]) != x.shape[1:]:
-                raise ValueError(
-                    f"bounds: the {end} end has shape {shape}; it must broadcast to one input "
-                    f"of shape {tuple(x.shape[1:])} (a scalar or per-feature values)"
-                )
     check_int("n_bisect", n_bisect, 1)
     check_int("batch_size", batch_size, 1)
     check_int("seed", seed, 0)
@@ -255,12 +246,9 @@ def certified_radius(
     top = max_radius if method == "deterministic" else 2 * sigma
     grid = _radii(radii, top, x)
     home = x.device
-    x = to_model(model, x.detach())
-    target = to_model(model, target, "target")
-    forward_kwargs = kwargs_to_model(model, forward_kwargs)
     t0 = time.perf_counter()
     with eval_mode(model), torch.no_grad():
-        check_forward(model, x, forward_kwargs)
+        x, target, forward_kwargs = model_inputs(model, x, target, forward_kwargs)
         if method == "deterministic":
             res = _deterministic(
                 model, x, explainer, k, target, grid, bounds, max_radius, n_bisect, rtol,

@@ -29,12 +29,10 @@ from r2et._checks import (
     check_batch,
     check_choice,
     check_finite,
-    check_forward,
     check_int,
     check_k,
     check_positive,
-    kwargs_to_model,
-    to_model,
+    model_inputs,
 )
 from r2et._kwargs import repeat_rows
 from r2et.explain import Explainer, quadrature, repeat_batch, sum_columns
@@ -147,15 +145,13 @@ def _model_inputs(
     model: Any, x: torch.Tensor, ex: Any, fkw: dict[str, Any]
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``x`` (detached) and the forward keywords on the model's device and in its floating
-    dtype (:func:`r2et._checks.to_model`), checked by a forward of their first rows (a shape
+    dtype (:func:`r2et._checks.model_inputs`), checked by a forward of their first rows (a shape
     that does not fit the model: ``ValueError``); ``ValueError`` when ``ex`` is no explainer."""
     if not (hasattr(ex, "scores") and hasattr(ex, "resolve_target")):
         raise ValueError(
             f"ex must be an r2et Explainer or an explainer name, got {type(ex).__name__}"
         )
-    x = to_model(model, x.detach())
-    fkw = kwargs_to_model(model, fkw)
-    check_forward(model, x, fkw)
+    x, _, fkw = model_inputs(model, x, None, fkw)
     return x, fkw
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from r2et._ball import project_ball
-from r2et._checks import check_forward, check_k, kwargs_to_model, to_model
+from r2et._checks import check_k
+from r2et._checks import model_inputs as model_inputs  # used by the attacks
 from r2et._kwargs import take_rows as take_rows  # used by the attacks
 from r2et.metrics import cosine_distance, precision_at_k, topk_kendall, topk_mask, topk_spearman
 
@@ -176,20 +177,6 @@ def measure(
         with torch.no_grad():
             logits = model(x.detach(), **fkw)
     return (s if create_graph else s.detach()), logits
-
-
-def model_inputs(
-    model: Callable[..., torch.Tensor], x: torch.Tensor, y: Any, fkw: dict[str, Any]
-) -> tuple[torch.Tensor, Any, dict[str, Any]]:
-    """``(x, y, forward keywords)`` on the model's device, the floating ones in the model's
-    floating dtype (:func:`r2et._checks.to_model`: a float64 or CPU input of a float32 CUDA
-    model is attacked in float32 on the GPU), ``x`` checked by a forward of its first rows
-    (a shape that does not fit the model: one ``ValueError``). Call it in eval mode."""
-    x = to_model(model, x)
-    y = to_model(model, y, "y")
-    fkw = kwargs_to_model(model, fkw)
-    check_forward(model, x, fkw)
-    return x, y, fkw
 
 
 def to_caller(
