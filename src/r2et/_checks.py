@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from r2et._kwargs import take_rows
+
 
 def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
@@ -225,28 +227,6 @@ def check_labels(name: str, y: object, n: int, n_classes: int | None = None) -> 
     return y
 
 
-def count_model_parameters(spec: dict[str, object], where: str = "model spec") -> int:
-    """Build ``spec`` (keywords of :func:`~r2et.build_model`) on the ``meta`` device, where
-    nothing is allocated, and return its parameter count; raise ``ValueError`` for a spec
-    that does not build or exceeds :data:`MAX_PARAMETERS`."""
-    from r2et.models import build_model
-
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where} must be a table of build_model keywords, got {spec!r}")
-    try:
-        with torch.device("meta"):
-            model = build_model(**spec)  # type: ignore[arg-type]
-    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-        msg = " ".join(str(err).split())
-        raise ValueError(f"{where} does not describe a model ({msg})") from None
-    count = sum(p.numel() for p in model.parameters())
-    if count > MAX_PARAMETERS:
-        raise ValueError(
-            f"{where} describes a model of {count:,} parameters; the limit is {MAX_PARAMETERS:,}"
-        )
-    return count
-
-
 def check_bounds_pair(name: str, bounds: object, input_shape: tuple[int, ...]) -> None:
     """Raise ``ValueError`` unless ``bounds`` is a ``(low, high)`` pair of finite numbers or
     tensors that broadcast to one input of ``input_shape``, with ``low <= high`` everywhere (an
@@ -310,24 +290,6 @@ def check_sizes(
     return sizes
 
 
-def as_explainer(value: Any) -> Any:
-    """An explainer name (``"grad"``) or ``Explainer.config()`` dict as an
-    :class:`~r2et.Explainer`, as :func:`~r2et.get_method` accepts them; anything else is
-    returned unchanged (the caller checks the explainer protocol)."""
-    from r2et.explain import Explainer
-
-    if isinstance(value, str):
-        return Explainer(value)
-    if isinstance(value, dict):
-        try:
-            return Explainer(**value)
-        except TypeError as err:
-            raise ValueError(
-                f"explainer config {value!r} does not describe an Explainer ({err})"
-            ) from None
-    return value
-
-
 def check_not_meta(name: str, t: object) -> None:
     """Raise ``ValueError`` for a tensor on the ``meta`` device (a shape without data)."""
     if isinstance(t, torch.Tensor) and t.device.type == "meta":
@@ -387,8 +349,6 @@ def check_forward(
     ``ValueError`` naming ``x``'s shape, dtype and device; a model built by
     :func:`~r2et.build_model` is first checked against its spec (:func:`check_model_input`).
     Out-of-memory errors pass through."""
-    from r2et._kwargs import take_rows
-
     check_model_input(model, x, name)
     m = min(2, int(x.shape[0]))
     part = take_rows(kwargs or {}, slice(0, m), int(x.shape[0]))

@@ -46,6 +46,25 @@ class Registry(Generic[T]):
         """The object registered as ``name``; ``ValueError`` naming the allowed ones."""
         return self._items[self._key(name)]
 
+    def __getitem__(self, name: str) -> T:
+        """``registry[name]``: the same as :meth:`get` (a registry reads like a dict)."""
+        return self.get(name)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[str]:
+        """Registered names, in registration order (as :meth:`names`)."""
+        return self.names()
+
+    def values(self) -> list[T]:
+        """Registered objects, in registration order."""
+        return list(self._items.values())
+
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, object)`` pairs, in registration order."""
+        return list(self._items.items())
+
     def names(self) -> list[str]:
         """Registered names, in registration order."""
         return list(self._items)

@@ -69,7 +69,6 @@ import torch
 from torch import nn
 
 from r2et._checks import (
-    as_explainer,
     check_batch,
     check_bounds_pair,
     check_choice,
@@ -79,7 +78,7 @@ from r2et._checks import (
     model_inputs,
 )
 from r2et._kwargs import repeat_rows, take_rows
-from r2et.explain import Explainer, repeat_batch
+from r2et.explain import Explainer, as_explainer, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode
 

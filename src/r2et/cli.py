@@ -274,12 +274,11 @@ def _check_k(flag: str, k: int, ds: Any, ex: Any = None) -> int:
 # ---------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or fine-tune) a model with one method and save a run folder."""
-    from r2et._checks import count_model_parameters
     from r2et.data import load_dataset
     from r2et.evaluation import evaluate
     from r2et.explain import Explainer
     from r2et.methods import get_method
-    from r2et.models import build_model
+    from r2et.models import build_model, count_model_parameters
     from r2et.train import check_replaceable, fit, load_run, save_run
 
     _probe_writable("--out", Path(args.out), "folder")

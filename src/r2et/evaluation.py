@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from r2et._checks import (
-    as_explainer,
     check_choice,
     check_finite_model,
     check_finite_output,
@@ -30,7 +29,7 @@ from r2et._checks import (
 from r2et._kwargs import take_rows
 from r2et.attacks import AttackResult, summarize_metrics
 from r2et.data.custom import as_dataset
-from r2et.explain import Explainer
+from r2et.explain import Explainer, as_explainer
 from r2et.metrics import deletion, ground_truth_precision, locality, occlusion_agreement, thickness
 from r2et.models import eval_mode
 

@@ -758,6 +758,22 @@ class Explainer:
         return grad
 
 
+def as_explainer(value: Any) -> Any:
+    """An explainer name (``"grad"``) or ``Explainer.config()`` dict as an
+    :class:`~r2et.Explainer`, as :func:`~r2et.get_method` accepts them; anything else is
+    returned unchanged (the caller checks the explainer protocol)."""
+    if isinstance(value, str):
+        return Explainer(value)
+    if isinstance(value, dict):
+        try:
+            return Explainer(**value)
+        except TypeError as err:
+            raise ValueError(
+                f"explainer config {value!r} does not describe an Explainer ({err})"
+            ) from None
+    return value
+
+
 def _resolve(logits: torch.Tensor, target: Any) -> torch.Tensor:
     """The explained classes: ``target(logits)`` for a callable, a tensor as given, else
     (None or an int) checked against the logits by :func:`_selected_target`."""

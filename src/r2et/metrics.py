@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import (
     align_scores_pair,
-    as_explainer,
     check_batch,
     check_choice,
     check_finite,
@@ -35,7 +34,7 @@ from r2et._checks import (
     model_inputs,
 )
 from r2et._kwargs import repeat_rows
-from r2et.explain import Explainer, quadrature, repeat_batch, sum_columns
+from r2et.explain import Explainer, as_explainer, quadrature, repeat_batch, sum_columns
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from r2et._checks import check_choice, check_positive, check_size, check_sizes
+from r2et._checks import MAX_PARAMETERS, check_choice, check_positive, check_size, check_sizes
 from r2et._registry import Registry
 from r2et._second_order import second_order as second_order  # public: r2et.models.second_order
 
@@ -559,6 +559,26 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kw: Any
         **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
     }
     return model
+
+
+def count_model_parameters(spec: dict[str, object], where: str = "model spec") -> int:
+    """Build ``spec`` (keywords of :func:`~r2et.build_model`) on the ``meta`` device, where
+    nothing is allocated, and return its parameter count; raise ``ValueError`` for a spec
+    that does not build or exceeds :data:`MAX_PARAMETERS`."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be a table of build_model keywords, got {spec!r}")
+    try:
+        with torch.device("meta"):
+            model = build_model(**spec)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        msg = " ".join(str(err).split())
+        raise ValueError(f"{where} does not describe a model ({msg})") from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{where} describes a model of {count:,} parameters; the limit is {MAX_PARAMETERS:,}"
+        )
+    return count
 
 
 def relu_to_softplus(model: nn.Module, beta: float = 10.0, inplace: bool = False) -> nn.Module:

@@ -940,7 +940,7 @@ def _rebuild(
     trust_factory: bool,
 ) -> nn.Module:
     """A fresh module from ``config["model"]`` (see :func:`load_run`)."""
-    from r2et._checks import count_model_parameters
+    from r2et.models import count_model_parameters
 
     if "factory" not in spec:
         count_model_parameters(spec, where=f"{folder / CONFIG_FILE}: the model spec")

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from r2et._checks import as_explainer, check_batch, check_choice, check_int, check_positive
+from r2et._checks import check_batch, check_choice, check_int, check_positive
 from r2et.attacks._common import (
     AttackResult,
     check_bounds_pair,
@@ -42,7 +42,7 @@ from r2et.attacks._common import (
 from r2et.attacks.objectives import SCALES, get_objective
 from r2et.attacks.pgd import SCHEDULES, ExplanationPGD, check_explainer, resolve_surrogate
 from r2et.attacks.search import RandomSearchAttack
-from r2et.explain import Explainer
+from r2et.explain import Explainer, as_explainer
 from r2et.models import eval_mode
 
 KINDS = ("pgd", "search")

@@ -53,7 +53,6 @@ from torch import nn
 
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import (
-    as_explainer,
     check_batch,
     check_choice,
     check_int,
@@ -77,7 +76,7 @@ from r2et.attacks._common import (
     to_caller,
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
-from r2et.explain import Explainer, check_second_order, repeat_batch
+from r2et.explain import Explainer, as_explainer, check_second_order, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode, has_relu, relu_to_softplus
 

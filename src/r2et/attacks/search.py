@@ -27,7 +27,6 @@ import torch
 
 from r2et._ball import NORMS, sample_in_ball
 from r2et._checks import (
-    as_explainer,
     check_batch,
     check_choice,
     check_int,
@@ -52,7 +51,7 @@ from r2et.attacks._common import (
 )
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.attacks.pgd import check_explainer, check_skip
-from r2et.explain import Explainer, repeat_batch
+from r2et.explain import Explainer, as_explainer, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode
 

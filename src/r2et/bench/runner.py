@@ -560,9 +560,10 @@ def check_grid(cfg: BenchConfig) -> None:
     dataset loads; ``k`` lies in 1..F-1 for its F ranked units; the model spec builds (on the
     ``meta`` device, nothing allocated) within :data:`~r2et._checks.MAX_PARAMETERS`; every
     cell's method accepts its hyperparameters and weight. Raises ``ValueError``."""
-    from r2et._checks import check_k, count_model_parameters
+    from r2et._checks import check_k
     from r2et.explain import Explainer
     from r2et.methods import get_method
+    from r2et.models import count_model_parameters
 
     for name in cfg.datasets:
         ds = load_bench_dataset(name, int(cfg.seeds[0]), cfg)
