@@ -10,9 +10,9 @@ dataset found, applies the bench's selection rule
 (:func:`r2et.bench.selection.select`; accuracy within 1 point of vanilla's on validation,
 deletion gain at least 0.9 of vanilla's, optionally a locality condition) and writes
 ``<prefix>_summary.md`` (main table per dataset, explainer generalisation, the goal check) and
-``<prefix>_cost_vs_stability.png``. ``--explainers`` names the generalisation columns (default
-``grad_x_input,ig``; ``grad`` for a run scored on another explainer). Nothing is trained or
-attacked.
+``<prefix>_cost_vs_stability.png`` (also drawn by ``benchmarks/figures.py``). ``--explainers``
+names the generalisation columns (default ``grad_x_input,ig``; ``grad`` for a run scored on
+another explainer). Nothing is trained or attacked.
 
 Where a dataset's grid is complete only for its first seed (mnist5k, whose other seeds were run
 for the selected settings only), the setting is selected on that seed and reported over every
@@ -87,6 +87,24 @@ def selected(
         "every seed with that setting"
     )
     return out, note
+
+
+def load_selections(
+    rows_dir: Path, prefix: str, min_distinct_ratio: float | None = None
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:
+    """``({dataset: selected(...)}, {dataset: note})`` of every dataset with stored rows
+    ``<prefix>_<dataset>.csv`` under ``rows_dir`` (plus its ``<prefix>_<dataset>+<part>.csv``;
+    a cell present twice is read once); empty when there are none."""
+    per_dataset, notes = {}, {}
+    for d in DATASETS:
+        path = rows_dir / f"{prefix}_{d}.csv"
+        if path.is_file():
+            rows = read_rows(path)
+            for extra in sorted(rows_dir.glob(f"{prefix}_{d}+*.csv")):
+                seen = {r["key"] for r in rows}
+                rows += [r for r in read_rows(extra) if r["key"] not in seen]
+            per_dataset[d], notes[d] = selected(rows, min_distinct_ratio)
+    return per_dataset, notes
 
 
 def stat(rows: list[dict[str, Any]], col: str) -> tuple[float, float]:
@@ -213,8 +231,10 @@ def plot(per_dataset: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle("Cost vs stability (hollow: no setting met the selection rule)")
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f".{path.stem}.tmp.png")  # written whole, then renamed
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -226,15 +246,7 @@ def main() -> None:
     parser.add_argument("--explainers", default="grad_x_input,ig")
     args = parser.parse_args()
     explainers = [e for e in args.explainers.split(",") if e]
-    per_dataset, notes = {}, {}
-    for d in DATASETS:
-        path = args.rows / f"{args.prefix}_{d}.csv"
-        if path.is_file():
-            rows = read_rows(path)
-            for extra in sorted(args.rows.glob(f"{args.prefix}_{d}+*.csv")):
-                seen = {r["key"] for r in rows}
-                rows += [r for r in read_rows(extra) if r["key"] not in seen]
-            per_dataset[d], notes[d] = selected(rows, args.min_distinct_ratio)
+    per_dataset, notes = load_selections(args.rows, args.prefix, args.min_distinct_ratio)
     if not per_dataset:
         raise SystemExit(f"no {args.prefix}_<dataset>.csv under {args.rows}")
     suffix = "" if args.min_distinct_ratio is None else f"_local{args.min_distinct_ratio:g}"

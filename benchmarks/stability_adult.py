@@ -2,7 +2,7 @@
 
     R2ET_DATA=../shared/data python benchmarks/stability_adult.py [--out bench-out/stability-adult]
         [--methods vanilla,r2et] [--epochs 5] [--n 1000] [--eps 0.3] [--steps 100]
-        [--set r2et.lam=0.1] [--docs docs/stability.md]
+        [--set r2et.lam=0.1] [--docs FILE]
 
 Protocol (Chen et al., NeurIPS 2024): pre-train a vanilla MLP (``ds.default_model``) on Adult,
 then fine-tune a copy of it with each method for ``--epochs`` epochs (the ``vanilla`` row is
@@ -15,7 +15,8 @@ steps, softplus(10) surrogate for ReLU models, prediction kept, no input-box cli
 thickness in the ``--eps`` ball. Every run folder (``pretrain/``, ``<method>/``) is written
 atomically with :func:`r2et.train.save_run`; a rerun skips finished methods whose recorded
 settings match (resumable). The table goes to ``<out>/table.md`` and, with ``--docs``, into
-that file.
+that file. (Single attacks overstate stability; the page this study once filled is summarised
+in ``CHANGELOG.md``, and ``docs/results.md`` measures with the ensemble.)
 """
 
 from __future__ import annotations

@@ -286,18 +286,19 @@ def test_rule_changes_and_grown_grids_resume_without_recomputing(full_run, tmp_p
     are re-tagged), and computes only the new cells when the grid grows."""
     import shutil
 
+    import r2et.bench.cells as cells
     import r2et.bench.runner as runner
     from r2et.bench.store import config_digest
 
     cfg, out, rows = full_run
-    real = runner._cell_task
+    real = cells._cell_task
     calls = []
 
     def counting(cell, config, pretrained):
         calls.append(cell["method"])
         return real(cell, config, pretrained)
 
-    monkeypatch.setattr(runner, "_cell_task", counting)
+    monkeypatch.setattr(cells, "_cell_task", counting)
 
     def cell_stamps(folder):
         return {p.name: p.stat().st_mtime_ns for p in (folder / "cells").glob("*.json")}
@@ -429,24 +430,24 @@ def test_a_methods_override_narrows_the_files_grid():
 
 
 def test_a_failing_cell_is_recorded_and_retried_on_resume(tmp_path, monkeypatch, toml_path):
-    import r2et.bench.runner as runner
+    import r2et.bench.cells as cells
 
     cfg = load_config(toml_path, seeds=[0])
-    real = runner._cell_task
+    real = cells._cell_task
 
     def flaky(cell, config, pretrained):
         if cell["method"] == "r2et-noh":
             raise RuntimeError("simulated failure")
         return real(cell, config, pretrained)
 
-    monkeypatch.setattr(runner, "_cell_task", flaky)
+    monkeypatch.setattr(cells, "_cell_task", flaky)
     with pytest.warns(UserWarning, match="failed") as caught:
         rows = run_bench(cfg, tmp_path, progress=False, report=False)
     assert any("simulated failure" in str(w.message) for w in caught)
     assert [r["method"] for r in rows] == ["vanilla"]
     errors = list((tmp_path / "errors").glob("*.json"))
     assert len(errors) == 1 and "simulated failure" in errors[0].read_text()
-    monkeypatch.setattr(runner, "_cell_task", real)
+    monkeypatch.setattr(cells, "_cell_task", real)
     rows = run_bench(cfg, tmp_path, resume=True, progress=False, report=False)
     assert sorted(r["method"] for r in rows) == ["r2et-noh", "vanilla"]
     assert not list((tmp_path / "errors").glob("*.json"))
@@ -458,11 +459,11 @@ def test_model_bytes_round_trip_keeps_softplus_transform():
     import torch
 
     from r2et import build_model, get_method
-    from r2et.bench.runner import _model_bytes, _model_from_bytes
+    from r2et.runs import model_bytes, model_from_bytes
 
     torch.manual_seed(0)
     model = get_method("sp", beta=5.0).prepare(build_model("mlp", [6], 2, hidden=[8]))
-    back = _model_from_bytes(_model_bytes(model))
+    back = model_from_bytes(model_bytes(model))
     x = torch.randn(4, 6)
     assert torch.equal(model(x), back(x))
     assert any(isinstance(m, torch.nn.Softplus) for m in back.modules())

@@ -67,15 +67,15 @@ def reference(tmp_path_factory, tiny_toml):
 @pytest.fixture
 def counted(monkeypatch):
     """The methods of the cells computed while the fixture is active."""
-    import r2et.bench.runner as runner
+    import r2et.bench.cells as cells
 
-    real, calls = runner._cell_task, []
+    real, calls = cells._cell_task, []
 
     def counting(cell, config, pretrained):
         calls.append(cell["method"])
         return real(cell, config, pretrained)
 
-    monkeypatch.setattr(runner, "_cell_task", counting)
+    monkeypatch.setattr(cells, "_cell_task", counting)
     return calls
 
 
@@ -192,7 +192,7 @@ def test_ray_workers_caps_the_tasks_in_flight(monkeypatch):
     that runs a task when it is waited for)."""
     import types
 
-    from r2et.bench.runner import _run_ray
+    from r2et.bench.executors import _run_ray
 
     state = {"in_flight": 0, "most": 0}
 

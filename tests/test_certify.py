@@ -389,8 +389,8 @@ def test_bench_plot_of_certified_curves(tmp_path) -> None:
 
 
 def test_bench_certify_config_and_specs(tmp_path) -> None:
+    from r2et.bench.cells import _certify_specs
     from r2et.bench.config import load_config
-    from r2et.bench.runner import _certify_specs
 
     good = tmp_path / "good.toml"
     good.write_text('[evaluate.certify]\ndet = {method = "deterministic"}\n')

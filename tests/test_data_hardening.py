@@ -290,6 +290,7 @@ def test_an_error_after_ctrl_c_is_reported_as_interrupted(monkeypatch, capsys):
     import signal
 
     import r2et.cli as cli
+    import r2et.cli.app as cli_app
 
     def interrupted_import(args):
         try:
@@ -300,7 +301,7 @@ def test_an_error_after_ctrl_c_is_reported_as_interrupted(monkeypatch, capsys):
             pass  # swallowed half-way, as an import machinery may
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(cli, "cmd_datasets", interrupted_import)
+    monkeypatch.setattr(cli_app, "cmd_datasets", interrupted_import)
     assert cli.main(["datasets"]) == 130
     assert capsys.readouterr().err.strip() == "r2et: interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

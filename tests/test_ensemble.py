@@ -293,7 +293,7 @@ def test_ensemble_keeps_prediction_and_constraints_with_box():
 def test_cpu_chunking_does_not_change_the_attack(monkeypatch):
     # images of 2x16x16 = 512 entries are chunked on the CPU; 3 rows per chunk here
 
-    import r2et.attacks.pgd as pgd
+    import r2et.attacks.trajectories as pgd  # the batched loop (chunking) lives there
 
     model = make_cnn((2, 16, 16))
     x = torch.rand(5, 2, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

@@ -131,6 +131,7 @@ def test_loss_output_explains_the_labels():
 
     class Spy:
         k, eps, steps, norm = 3, 0.3, 4, "linf"
+        explainer, bounds, preset = ex, None, None  # the rest of r2et.attacks.Attack
 
         def __call__(self, model, x, y=None, **kw):
             seen.append(y)
@@ -150,6 +151,7 @@ def test_nan_correlations_are_ignored_or_none():
 
     class Flat:
         k, eps, steps, norm = 3, 0.1, 1, "linf"
+        explainer, bounds, preset = Explainer("grad"), None, None  # r2et.attacks.Attack
 
         def __call__(self, model, x, y=None, **kw):
             res = ERAttack(Explainer("grad"), 3, 0.1, steps=1)(model, x)

@@ -159,7 +159,7 @@ def test_training_loss_and_parameter_gradients_equal_autograd(case, name, kw):
 
 def test_training_uses_the_fast_path(monkeypatch):
     """The r2et loss calls the explicit saliency (twice: at x and at x + h v) and gets it."""
-    import r2et.explain as explain
+    import r2et.explain.engine as explain
 
     calls = []
 
@@ -264,7 +264,7 @@ def test_switches():
 
 
 def test_explainer_uses_the_fast_path_only_with_a_graph(monkeypatch):
-    import r2et.explain as explain
+    import r2et.explain.engine as explain
 
     calls = []
 

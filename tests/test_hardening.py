@@ -125,7 +125,7 @@ def test_nan_checkpoint_is_refused_by_the_cli(tmp_path, capsys):
     cfg = json.loads((run / "config.json").read_text())
     import hashlib
 
-    from r2et.train import _run_digest
+    from r2et.runs import _run_digest
 
     cfg["weights_sha256"] = hashlib.sha256(data).hexdigest()
     cfg["run_sha256"] = _run_digest(cfg["weights_sha256"], cfg)
@@ -537,13 +537,14 @@ BAD_TOML = {
 
 @pytest.mark.parametrize("case", sorted(BAD_TOML))
 def test_bad_bench_config_fails_before_any_training(case, tmp_path, capsys, monkeypatch):
+    import r2et.bench.cells as cells
     import r2et.bench.runner as runner
 
     def must_not_run(*a, **k):
         raise AssertionError("training started before the configuration was checked")
 
     monkeypatch.setattr(runner, "pretrain_task", must_not_run)
-    monkeypatch.setattr(runner, "_cell_task", must_not_run)
+    monkeypatch.setattr(cells, "_cell_task", must_not_run)
     text, match = BAD_TOML[case]
     overridden = {
         line.split("=")[0].strip()
@@ -605,7 +606,7 @@ def test_user_mistakes_are_one_line_exit_2(argv, match, tmp_path, capsys):
 
 def test_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
     """A read-only or full file system under --out is reported before any work (exit 2)."""
-    import r2et.cli as cli
+    import r2et.cli.args as cli_args
     import r2et.train as train
 
     def no_fit(*a, **k):
@@ -619,7 +620,7 @@ def test_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
             raise OSError(30, "Read-only file system", str(path))
         return real_open(path, flags, mode, **kw)
 
-    monkeypatch.setattr(cli.os, "open", read_only)
+    monkeypatch.setattr(cli_args.os, "open", read_only)
     rc = main(["train", "breast-cancer", "--out", str(tmp_path / "r")])
     _one_line_error(capsys, 2, rc, "not writable (Read-only file system)")
 
@@ -627,6 +628,7 @@ def test_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
 def test_os_errors_interrupts_and_bugs_have_their_own_exit_codes(tmp_path, capsys, monkeypatch):
     import r2et._io as io_mod
     import r2et.cli as cli
+    import r2et.cli.app as cli_app
 
     def disk_full(fd, data):
         raise OSError(28, "No space left on device")
@@ -651,7 +653,7 @@ def test_os_errors_interrupts_and_bugs_have_their_own_exit_codes(tmp_path, capsy
         (MemoryError(), 3, "out of memory"),
         (PermissionError(13, "Permission denied", "/x"), 3, "Permission denied: /x"),
     ]:
-        monkeypatch.setattr(cli, "cmd_methods", raiser(exc))  # build_parser binds it anew
+        monkeypatch.setattr(cli_app, "cmd_methods", raiser(exc))  # build_parser binds it anew
         _one_line_error(capsys, code, main(["methods"]), text)
         rc = main(["methods", "--debug"])
         err = capsys.readouterr().err

@@ -273,3 +273,22 @@ def test_vanilla_accuracy_bundled(name: str, epochs: int, lr: float) -> None:
     acc = _train_and_test(ds, epochs, lr, 128)
     print(f"{name}: test accuracy {acc:.4f}")
     assert acc >= 0.95
+
+
+def test_a_model_with_input_norm_builds_on_meta_and_its_run_loads(tmp_path) -> None:
+    """Standardize checks its std on Python floats, so the guarded meta build of load_run
+    and count_model_parameters accepts image models with input_norm (it used to refuse them)."""
+    from r2et.models import build_model, count_model_parameters
+    from r2et.runs import load_run, save_run
+
+    spec = {"name": "cnn", "input_shape": [3, 8, 8], "n_classes": 3,
+            "input_norm": [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]}  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(**spec)
+    assert count_model_parameters(spec) == sum(p.numel() for p in model.parameters())
+    save_run(tmp_path / "run", model)
+    loaded = load_run(tmp_path / "run").model
+    x = torch.rand(4, 3, 8, 8)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    with pytest.raises(ValueError, match="std > 0"):
+        build_model(**{**spec, "input_norm": [[0.5, 0.4, 0.3], [0.2, 0.0, 0.3]]})

@@ -22,11 +22,14 @@ from torch import nn
 
 import r2et
 import r2et._io as io_mod
+import r2et.rebuild as rebuild_mod
+import r2et.runs as runs_mod
 import r2et.train as train_mod
 from r2et import build_model
 from r2et._io import is_temp_name
 from r2et.cli import main
-from r2et.train import _run_digest, load_model_into, load_run, save_run
+from r2et.runs import _run_digest
+from r2et.train import load_model_into, load_run, save_run
 
 
 def _linear_run(folder: Path, seed: int = 0) -> nn.Linear:
@@ -281,7 +284,7 @@ def test_a_build_that_loops_is_stopped(tmp_path, monkeypatch):
             load_run(run)
         assert time.perf_counter() - t0 < 30
         # and the clock, for a build of slow calls
-        monkeypatch.setattr(train_mod, "META_BUILD_SECONDS", 0.0)
+        monkeypatch.setattr(rebuild_mod, "META_BUILD_SECONDS", 0.0)  # read where it is used
         with pytest.raises(ValueError, match="took more than 0 s to build on the meta device"):
             load_run(run)
     assert sys.gettrace() is None  # the trace function is taken off again
@@ -580,6 +583,7 @@ def test_out_of_memory_is_exit_3(tmp_path, monkeypatch, capsys, error):
         raise error
 
     monkeypatch.setattr(train_mod, "load_run", oom)
+    monkeypatch.setattr(runs_mod, "load_run", oom)  # the CLI may import it from either
     _one_line(capsys, main(["evaluate", str(run)]), 3, "out of memory")
 
 

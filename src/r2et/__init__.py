@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from r2et._version import __version__ as __version__  # the one runtime import: a leaf
+
 if TYPE_CHECKING:  # static type checkers see every name; at run time they load on first use
     from r2et.attacks import (
         AttackResult,
@@ -37,9 +39,8 @@ if TYPE_CHECKING:  # static type checkers see every name; at run time they load 
         topk_spearman,
     )
     from r2et.models import build_model, list_models, register_model, relu_to_softplus
-    from r2et.train import evaluate, fit, load_run, save_run
-
-__version__ = "0.1.0"
+    from r2et.runs import load_run, save_run
+    from r2et.train import evaluate, fit
 
 
 # Public name -> the submodule that defines it. The package root imports nothing heavy (no
@@ -80,7 +81,8 @@ _LAZY = {
     **dict.fromkeys(
         ["build_model", "list_models", "register_model", "relu_to_softplus"], "r2et.models"
     ),
-    **dict.fromkeys(["evaluate", "fit", "load_run", "save_run"], "r2et.train"),
+    **dict.fromkeys(["load_run", "save_run"], "r2et.runs"),
+    **dict.fromkeys(["evaluate", "fit"], "r2et.train"),
 }
 
 __all__ = [

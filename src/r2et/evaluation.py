@@ -27,7 +27,7 @@ from r2et._checks import (
     check_positive,
 )
 from r2et._kwargs import take_rows
-from r2et.attacks import AttackResult, summarize_metrics
+from r2et.attacks.base import Attack, AttackResult, check_attack, summarize_metrics
 from r2et.data.custom import as_dataset
 from r2et.explain import Explainer, as_explainer
 from r2et.metrics import deletion, ground_truth_precision, locality, occlusion_agreement, thickness
@@ -140,8 +140,9 @@ def evaluate(
     default deletion baseline is its mean; :func:`r2et.data.as_dataset`).
 
     * ``accuracy``: on the **whole** split (``accuracy_evaluated``: on the first ``n`` rows).
-    * For every attack (a mapping name → attack object such as
-      :class:`~r2et.EnsembleAttack`) each input's clean scores ``s(x)`` are compared with the
+    * For every attack (a mapping name → attack, an object satisfying
+      :class:`~r2et.attacks.Attack` such as :class:`~r2et.EnsembleAttack`; anything else is
+      refused with one ``ValueError``) each input's clean scores ``s(x)`` are compared with the
       attacked scores ``s(x_adv)``: P@k = ``|topk(s(x)) ∩ topk(s(x_adv))|/k`` (mean and
       population std), the top-k Kendall τ_b and Spearman ρ (means ignoring NaN rows), the
       cosine distance, the rate of changed predictions, whether the attack projected onto the
@@ -251,19 +252,20 @@ def _check_options(
         check_positive("thickness_radius", thickness_radius)
 
 
-def _check_attacks(attacks: Any, k: int) -> Mapping[str, Any]:
-    """``attacks`` as a mapping name → callable attack built with ``k``."""
+def _check_attacks(attacks: Any, k: int) -> Mapping[str, Attack]:
+    """``attacks`` as a mapping name → attack (:class:`~r2et.attacks.Attack`) built with
+    ``k``."""
     attacks = {} if attacks is None else attacks
     if not isinstance(attacks, Mapping):
         raise ValueError(
             f"attacks must be None or a mapping name -> attack object, got {type(attacks).__name__}"
         )
     for name, atk in attacks.items():
-        if not isinstance(name, str) or not callable(atk):
+        if not isinstance(name, str):
             raise ValueError(f"attacks must map str names to callable attacks, got {name!r}")
-        atk_k = getattr(atk, "k", k)
-        if atk_k != k:
-            raise ValueError(f"attack {name!r} was built with k={atk_k}, but evaluate uses k={k}")
+        check_attack(atk, f"attacks[{name!r}]")
+        if atk.k != k:
+            raise ValueError(f"attack {name!r} was built with k={atk.k}, but evaluate uses k={k}")
     return attacks
 
 
@@ -360,7 +362,7 @@ class _Run:
         }
         return out
 
-    def attack(self, atk: Any, name: str) -> dict[str, Any]:
+    def attack(self, atk: Attack, name: str) -> dict[str, Any]:
         """One attack over the evaluated rows: P@k and rank statistics, thickness at the
         attacked points, ground-truth precision under attack, seconds, members."""
         results: list[AttackResult] = []
@@ -376,10 +378,10 @@ class _Run:
             if self.radius is not None:
                 thick_adv.append(self.thickness(xb, yb, kwb, x_prime=res.x_adv))
         entry: dict[str, Any] = {
-            "eps": _plain(getattr(atk, "eps", None)),
-            "steps": _plain(getattr(atk, "steps", None)),
-            "norm": getattr(atk, "norm", None),
-            "box": getattr(atk, "bounds", None) is not None,
+            "eps": _plain(atk.eps),
+            "steps": _plain(atk.steps),
+            "norm": atk.norm,
+            "box": atk.bounds is not None,
             **summarize_metrics(_per_sample(results, self.k)),
         }
         if self.radius is not None:
@@ -390,7 +392,7 @@ class _Run:
             entry["ground_truth_precision_adv"] = float(gtp.double().nanmean())
         entry["seconds"] = seconds
         if results[0].member_names is not None:
-            entry["preset"] = getattr(atk, "preset", None)
+            entry["preset"] = atk.preset
             entry["found_by"] = AttackResult.cat(results).found_by()
         return entry
 

@@ -1,161 +1,20 @@
-"""What every explanation attack shares (internal): the result type, the input box, the
-feasible-set projection and per-row bookkeeping helpers."""
+"""What the explanation attacks share (internal): the logits of the original model, the input
+box, the feasible-set projection and per-row bookkeeping helpers (the result type and the
+contract live in :mod:`r2et.attacks.base`)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
 
 from r2et._ball import project_ball
-from r2et._checks import check_k
 from r2et._checks import model_inputs as model_inputs  # used by the attacks
 from r2et._kwargs import take_rows as take_rows  # used by the attacks
-from r2et.metrics import cosine_distance, precision_at_k, topk_kendall, topk_mask, topk_spearman
-
-
-# ---------------------------------------------------------------------------------- result
-@dataclass
-class AttackResult:
-    """Outcome of an attack on a batch of ``N`` inputs.
-
-    Attributes
-    ----------
-    x_adv : the returned adversarial inputs, shape of ``x`` (inside the ball and the bounds).
-    scores_clean : ``s(x)``, shape ``(N, F)``, on the original model.
-    scores_adv : ``s(x_adv)``, shape ``(N, F)``, on the original model.
-    p_at_k : ``|topk(s(x)) ∩ topk(s(x_adv))| / k``, shape ``(N,)``.
-    flipped : ``(N,)`` bool, the predicted class at ``x_adv`` differs from the one at ``x``
-        (always False with ``keep_prediction``).
-    steps_taken : ``(N,)`` long, the number of steps (gradient steps or queries) a sample made
-        before it stopped: ``steps`` unless it reached P@k = 0 first (early exit).
-    k : the k the attack used for P@k (None when unknown).
-    member : ``(N,)`` long or None; for an :class:`~r2et.attacks.EnsembleAttack`, the index
-        (into ``member_names``) of the member that first found each input's lowest P@k, −1
-        where no member moved the top-k at all (P@k 1).
-    member_names : the ensemble's member names (None for a single attack).
-    """
-
-    x_adv: torch.Tensor
-    scores_clean: torch.Tensor
-    scores_adv: torch.Tensor
-    p_at_k: torch.Tensor
-    flipped: torch.Tensor
-    steps_taken: torch.Tensor
-    k: int | None = None
-    member: torch.Tensor | None = None
-    member_names: tuple[str, ...] | None = None
-
-    def __len__(self) -> int:
-        return int(self.p_at_k.shape[0])
-
-    def per_sample(self, k: int | None = None) -> dict[str, torch.Tensor]:
-        """Per-sample ranking metrics between ``scores_clean`` and ``scores_adv``, each ``(N,)``.
-
-        ``p_at_k`` (P@k, :func:`~r2et.precision_at_k`), ``kendall`` and ``spearman`` (top-k
-        Kendall τ_b and Spearman ρ on the clean top-k features, NaN where a side is constant),
-        ``cosine`` (cosine distance ``1 − ⟨s, s'⟩/(‖s‖‖s'‖)``) and ``flipped`` (as float).
-        ``k=None`` uses the attack's k.
-        """
-        k = self._k(k)
-        return {
-            "p_at_k": precision_at_k(self.scores_clean, self.scores_adv, k),
-            "kendall": topk_kendall(self.scores_clean, self.scores_adv, k),
-            "spearman": topk_spearman(self.scores_clean, self.scores_adv, k),
-            "cosine": cosine_distance(self.scores_clean, self.scores_adv),
-            "flipped": self.flipped.to(self.scores_clean.dtype),
-        }
-
-    def metrics(self, k: int | None = None) -> dict[str, float | None]:
-        """JSON-ready summary of :meth:`per_sample`: ``p_at_k_mean``, ``p_at_k_std``
-        (population std), ``kendall_mean``, ``spearman_mean`` (NaN-ignoring means),
-        ``cosine_mean`` and ``flipped_rate``; see :func:`summarize_metrics`."""
-        return summarize_metrics(self.per_sample(k))
-
-    def found_by(self) -> dict[str, int]:
-        """For an ensemble's result: how many inputs each member gave the lowest P@k (the
-        first member in the ensemble's order on ties), and under ``"none"`` the inputs no
-        member moved (P@k 1); ``{}`` for a single attack."""
-        if self.member is None or self.member_names is None:
-            return {}
-        counts = torch.bincount(self.member.cpu() + 1, minlength=len(self.member_names) + 1)
-        out = {name: int(c) for name, c in zip(self.member_names, counts[1:].tolist())}
-        return {**out, "none": int(counts[0])}
-
-    def _k(self, k: int | None) -> int:
-        if k is None:
-            k = self.k
-        if k is None:
-            raise ValueError("k is required: this AttackResult does not record the attack's k")
-        return check_k(k, self.scores_clean.shape[1])
-
-    @classmethod
-    def cat(cls, results: Sequence[AttackResult]) -> AttackResult:
-        """Concatenate the results of consecutive batches along dimension 0."""
-        if not results:
-            raise ValueError("results must be a non-empty sequence of AttackResult")
-        ks = {r.k for r in results}
-        if len(ks) != 1:
-            raise ValueError(f"results were computed with different k values: {sorted(ks)}")
-        names = {r.member_names for r in results}
-        if len(names) != 1:
-            raise ValueError("results come from ensembles with different members")
-        tensors: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in ("k", "member_names"):
-                continue
-            parts = [getattr(r, f.name) for r in results]
-            tensors[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
-        return cls(**tensors, k=results[0].k, member_names=results[0].member_names)
-
-
-def _nanmean(v: torch.Tensor) -> float | None:
-    v = v.detach().double()
-    ok = ~torch.isnan(v)
-    if not bool(ok.any()):
-        return None
-    return float(v[ok].mean())
-
-
-def _finite_or_none(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def summarize_metrics(per_sample: dict[str, torch.Tensor]) -> dict[str, float | None]:
-    """Aggregate :meth:`AttackResult.per_sample` tensors into plain floats.
-
-    ``p_at_k_mean``/``p_at_k_std`` (population standard deviation, 0 for one sample),
-    ``kendall_mean``/``spearman_mean`` (means ignoring NaN rows, None when every row is NaN),
-    ``cosine_mean`` and ``flipped_rate`` (fraction of samples whose prediction changed).
-    """
-    p = per_sample["p_at_k"].detach().double()
-    return {
-        "p_at_k_mean": float(p.mean()),
-        "p_at_k_std": float(p.std(correction=0)),
-        "kendall_mean": _nanmean(per_sample["kendall"]),
-        "spearman_mean": _nanmean(per_sample["spearman"]),
-        "cosine_mean": _finite_or_none(float(per_sample["cosine"].detach().double().mean())),
-        "flipped_rate": float(per_sample["flipped"].detach().double().mean()),
-    }
-
-
-# ---------------------------------------------------------------------------------- helpers
-class LogitRecorder:
-    """Wraps a model and keeps the logits of its last call (saves a forward pass when the
-    explainer calls the model once, at ``x`` itself: the ``grad`` and ``grad_x_input``
-    methods)."""
-
-    def __init__(self, model: Callable[..., torch.Tensor]) -> None:
-        self.model = model
-        self.logits: torch.Tensor | None = None
-
-    def __call__(self, x: torch.Tensor, **kw: Any) -> torch.Tensor:
-        out = self.model(x, **kw)
-        self.logits = out.detach() if isinstance(out, torch.Tensor) else None
-        return out
+from r2et.attacks.base import AttackResult, LogitRecorder
+from r2et.metrics import topk_mask
 
 
 def measure(

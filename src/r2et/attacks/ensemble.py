@@ -32,13 +32,14 @@ from typing import Any
 import torch
 
 from r2et._checks import check_batch, check_choice, check_int, check_positive
+from r2et._registry import Registry
 from r2et.attacks._common import (
-    AttackResult,
     check_bounds_pair,
     clip_into,
     model_inputs,
     to_caller,
 )
+from r2et.attacks.base import AttackResult
 from r2et.attacks.objectives import SCALES, get_objective
 from r2et.attacks.pgd import SCHEDULES, ExplanationPGD, check_explainer, resolve_surrogate
 from r2et.attacks.search import RandomSearchAttack
@@ -154,12 +155,17 @@ def _thorough() -> tuple[Member, ...]:
 #: in 1,400), and a query costs a quarter of an APGD step. ``standard`` therefore runs 400
 #: APGD steps and 80 queries on non-image inputs, and 80 APGD steps and 1,400 queries on
 #: images: each fits in 10x ERAttack-50.
-PRESETS: dict[str, tuple[Member, ...]] = {
-    "fast": (
+PRESETS: Registry[tuple[Member, ...]] = Registry("preset")
+PRESETS.register(
+    "fast",
+    (
         _pgd(40, "er-all", "raw", 10.0),
         Member("search", 20, "overlap"),
     ),
-    "standard": (
+)
+PRESETS.register(
+    "standard",
+    (
         _pgd(40, "er-all", "raw", 10.0, random_start=True, restarts=6, inputs="non-images"),
         _pgd(40, "er-all", "raw", 30.0, random_start=True, restarts=2, inputs="non-images"),
         _pgd(40, "er-next", "mean", 10.0, random_start=True, inputs="non-images"),
@@ -169,13 +175,13 @@ PRESETS: dict[str, tuple[Member, ...]] = {
         _pgd(40, "er-next", "mean", 10.0, random_start=True, inputs="images"),
         Member("search", 1400, "overlap", p_init=0.9, inputs="images"),
     ),
-    "thorough": _thorough(),
-}
+)
+PRESETS.register("thorough", _thorough())
 
 
 def list_presets() -> list[str]:
     """Names of the ensemble presets."""
-    return list(PRESETS)
+    return PRESETS.names()
 
 
 class EnsembleAttack:
@@ -206,6 +212,18 @@ class EnsembleAttack:
     """
 
     name = "ensemble"
+
+    # the r2et.attacks.Attack protocol (r2et.attacks.base): set in __init__ (steps: below)
+    k: int
+    eps: float
+    norm: str
+    bounds: tuple[Any, Any] | None
+    preset: str | None
+
+    @property
+    def explainer(self) -> Explainer:
+        """The explainer whose top-k is attacked (``ex``)."""
+        return self.ex
 
     def __init__(
         self,

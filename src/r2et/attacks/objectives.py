@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from r2et._checks import check_choice
+from r2et._registry import Registry
 
 SCALES = ("raw", "mean")
 
@@ -110,26 +111,26 @@ def _mse(s: torch.Tensor, ctx: dict[str, Any]) -> torch.Tensor:
     return -(s - ctx["s0"]).pow(2).sum(1)
 
 
-OBJECTIVES: dict[str, Objective] = {
-    o.name: o
-    for o in (
-        Objective("er-next", "top-k mean minus the mean of the next n_bottom", _setup_er_next,
-                  _linear),
-        Objective("er-all", "top-k mean minus the mean of all other features", _setup_er_all,
-                  _linear),
-        Objective("minmax", "smooth min of the top-k minus smooth max of the rest",
-                  _setup_masked, _minmax),
-        Objective("overlap", "smooth count of clean top-k features still in the top-k",
-                  _setup_masked, _overlap),
-        Objective("mse", "minus the squared l2 change of the scores", _setup_mse, _mse,
-                  stationary_at_clean=True),
-    )
-}  # fmt: skip
+#: The registered objectives, by name (registration order).
+OBJECTIVES: Registry[Objective] = Registry("objective")
+for _o in (
+    Objective("er-next", "top-k mean minus the mean of the next n_bottom", _setup_er_next,
+              _linear),
+    Objective("er-all", "top-k mean minus the mean of all other features", _setup_er_all,
+              _linear),
+    Objective("minmax", "smooth min of the top-k minus smooth max of the rest",
+              _setup_masked, _minmax),
+    Objective("overlap", "smooth count of clean top-k features still in the top-k",
+              _setup_masked, _overlap),
+    Objective("mse", "minus the squared l2 change of the scores", _setup_mse, _mse,
+              stationary_at_clean=True),
+):  # fmt: skip
+    OBJECTIVES.register(_o.name, _o)
 
 
 def list_objectives() -> list[str]:
     """Names of the registered attack objectives."""
-    return list(OBJECTIVES)
+    return OBJECTIVES.names()
 
 
 def get_objective(name: str) -> Objective:

@@ -27,6 +27,9 @@ DEFAULT_DATASETS = ["breast-cancer", "digits"]
 #: The settings of the selection rule: applied to stored cells, they never change a cell.
 SELECTION_KEYS = ("max_acc_drop", "min_deletion_ratio", "min_distinct_ratio")
 DEFAULT_METHODS = ["vanilla", "sp", "est-h", "r2et", "r2et-mm"]
+#: The attacks every cell is evaluated with when ``[evaluate] attacks`` is not set: the reported
+#: ensemble and the paper's two PGD attacks (registered names, :func:`r2et.attacks.list_attacks`).
+BENCH_ATTACKS = ("ensemble", "erattack", "mse")
 
 _SECTIONS = ("pretrain", "finetune", "evaluate")
 
@@ -51,7 +54,10 @@ class BenchConfig:
     dataset's attribute groups, ``ds.groups``, instead of columns, in training and evaluation
     alike; ``k`` then counts attributes), ``explainers`` (optional: other
     explainers, e.g. ``["smoothgrad", "ig", "grad_x_input"]``, each attacked through itself by
-    the same ensemble on the first ``explainer_n`` inputs: explainer generalisation). Selection rule
+    the same ensemble on the first ``explainer_n`` inputs: explainer generalisation),
+    ``attacks`` (optional, default :data:`BENCH_ATTACKS`: the registered attacks, see
+    :func:`r2et.attacks.list_attacks`, each cell is evaluated with, ``"ensemble"`` among them;
+    each reports ``<name>_p_at_k_mean`` and its other measures). Selection rule
     (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
     settings whose mean validation accuracy is within ``max_acc_drop`` of vanilla's and whose
     mean deletion gain is at least ``min_deletion_ratio`` times vanilla's (None: no
@@ -130,7 +136,7 @@ class BenchConfig:
         number of features or the model's size, is checked by
         :func:`r2et.bench.runner.check_grid` before anything is trained.)"""
         from r2et.data import list_datasets
-        from r2et.methods import get_method, list_methods
+        from r2et.methods import list_methods, method_row
 
         _check_names("datasets", self.datasets, list_datasets())
         _check_names("methods", self.methods, list_methods())
@@ -149,7 +155,7 @@ class BenchConfig:
                 raise ValueError(
                     f"grid names method {name!r}, which is not in methods {self.methods}"
                 )
-            if get_method(name, k=1).weight_name is None:
+            if method_row(name).weight_name is None:
                 raise ValueError(f"grid names method {name!r}, which has no weight to sweep")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid.{name} must be a non-empty list of weights, got {values!r}")
@@ -213,11 +219,14 @@ _SECTION_KEYS = {
         "groups",
         "explainers",
         "explainer_n",
+        "attacks",
     ),
 }
 _DATASET_OPTION_KEYS = ("eps", "k", "model", "load", "params", *_SECTIONS)
 #: Section keys that a complete configuration may leave out.
-_OPTIONAL_KEYS = frozenset({"certify", "explainer", "groups", "explainers", "explainer_n"})
+_OPTIONAL_KEYS = frozenset(
+    {"certify", "explainer", "groups", "explainers", "explainer_n", "attacks"}
+)
 
 
 def _check_names(key: str, names: Any, allowed: list[str]) -> None:
@@ -284,6 +293,21 @@ def _check_section(sec: str, table: Any, complete: bool = False, where: str = ""
             for e in val:
                 if e not in others:
                     raise ValueError(f"{name}: {e!r} is not one of {others}")
+        elif key == "attacks":  # the registered attacks every cell is evaluated with
+            from r2et.attacks import list_attacks
+
+            known = list_attacks()
+            if (
+                not isinstance(val, list)
+                or not val
+                or len(set(map(str, val))) != len(val)
+                or any(a not in known for a in val)
+                or "ensemble" not in val
+            ):
+                raise ValueError(
+                    f"{name} must be a list of distinct registered attacks including 'ensemble' "
+                    f"(its P@k is the reported stability), got {val!r}; allowed: {known}"
+                )
         elif key == "certify":  # {name: {method = "deterministic"|"smoothed", ...}}
             from r2et.certify import METHODS
 
@@ -381,12 +405,23 @@ def resolve_config(path: str | Path) -> Path:
     )
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig:
+def load_config(
+    path: str | Path | None = None,
+    *,
+    data_params: dict[str, Any] | None = None,
+    weights: list[float] | None = None,
+    **overrides: Any,
+) -> BenchConfig:
     """Defaults, updated by a TOML file (top-level keys as in :class:`BenchConfig`, sections
     ``[pretrain]``, ``[finetune]``, ``[evaluate]``, ``[grid]``, ``[datasets_options.NAME]``),
     then by ``overrides`` whose value is not None (command-line flags; a ``methods`` override
     keeps only the file's ``[grid]`` rows of those methods). ``path`` is a TOML file
-    or the name of a config shipped with r2et (:func:`list_configs`, e.g. ``"paper"``)."""
+    or the name of a config shipped with r2et (:func:`list_configs`, e.g. ``"paper"``).
+
+    ``data_params`` (``load_dataset`` keywords, e.g. a CSV's ``path`` and ``target``) update
+    the ``load`` options of every dataset of the result; ``weights`` replaces the grid: those
+    weights for every method with a weight to sweep (its row's ``weight_name``), none for the
+    others. Returns the validated configuration (``ValueError`` naming a bad setting)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = resolve_config(path)
@@ -406,7 +441,25 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BenchConfig
     if overrides.get("methods") is not None and isinstance(data.get("grid"), dict):
         # a method list given on the command line narrows the file's grid to those methods
         data["grid"] = {m: w for m, w in data["grid"].items() if m in overrides["methods"]}
-    return BenchConfig.from_dict(data)
+    cfg = BenchConfig.from_dict(data)
+    if data_params is not None and not isinstance(data_params, dict):
+        raise ValueError(
+            f"data_params must be a dict of load_dataset keywords, got {data_params!r}"
+        )
+    if data_params:
+        for name in cfg.datasets:
+            opts = cfg.datasets_options.setdefault(name, {})
+            opts["load"] = {**opts.get("load", {}), **data_params}
+        cfg.validate()
+    if weights is not None:
+        from r2et.methods import method_row
+
+        if not isinstance(weights, (list, tuple)):
+            raise ValueError(f"weights must be a list of numbers, got {weights!r}")
+        values = list(weights)
+        cfg.grid = {m: values for m in cfg.methods if method_row(m).weight_name}
+        cfg.validate()
+    return cfg
 
 
 def parse_list(text: str, kind: type = str, name: str = "value") -> list[Any]:

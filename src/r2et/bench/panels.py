@@ -134,7 +134,7 @@ def _attack_panel(
     """The panel of :func:`build_saliency_panel` for the given ``(method, row)`` models."""
     from r2et.attacks import EnsembleAttack
     from r2et.explain import Explainer
-    from r2et.train import load_run
+    from r2et.runs import load_run
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
     seed = int(models[0][1]["seed"])

@@ -1,0 +1,80 @@
+"""Certified top-k explanations: a radius within which an explanation's top-k set provably
+stays the same.
+
+An attack can only show that an explanation is fragile; a certificate shows that it is stable.
+:func:`certified_radius` returns, for every input, a radius and a certified P@k lower bound
+at a grid of radii, by one of two methods:
+
+``"deterministic"`` (l_inf, exact arithmetic bounds; ReLU MLPs, gradient saliency of the logit)
+    Interval bound propagation (IBP; Gowal et al. 2018) of the input box
+    ``B = {x' : ‖x' − x‖_∞ <= r}`` (intersected with the data box ``bounds`` if given)
+    through the network gives each hidden unit an interval ``[l, u]`` of pre-activations.
+    Units with ``l > 0`` are active on all of ``B`` and units with ``u <= 0`` inactive, so
+    their ReLU derivative (mask) is fixed; the others are *unstable*, with mask in ``{0, 1}``.
+    The logit gradient of class ``c`` is ``g(x') = W_L[c] D_{L−1}(x') W_{L−1} … D_1(x') W_1``;
+    propagating the row vector backwards with interval arithmetic (fixed masks exact,
+    unstable masks ``[min(0, v_l), max(0, v_u)]``, a linear map in centre-radius form
+    ``c·W, r·|W|``) gives ``g_j(x') ∈ [g_l, g_u]`` for every ``x' ∈ B`` (interval bounds on the
+    gradient, as in Wicker et al., ICLR 2023). Scores ``s_j = |g_j|`` (or ``|x_j g_j|``,
+    summed over groups/channels) then lie in ``[s_l, s_u]``. A top-k feature ``i ∈ T`` (T =
+    top-k of ``s(x)``) is certified to stay in the top-k on ``B`` when fewer than k other
+    features ``j`` can reach it, ``#{j ≠ i : s_u_j >= s_l_i} <= k − 1``; the top-k *set* is
+    certified when every ``i ∈ T`` is. When the explainer explains the predicted class
+    (``target=None``), the prediction must also be certified, by IBP on the logit margins
+    ``z_c − z_j > 0``: otherwise the explained output itself could change. The interval
+    bounds are inclusion-monotone in ``r``, so the largest certified radius is found by
+    bisection (``n_bisect`` halvings of ``[0, max_radius]``); the result is a sound *lower*
+    bound on the exact radius, which on tiny networks can be computed by enumerating the
+    linear regions (``tests/test_certify.py`` does that and checks the bound never exceeds it).
+    Computed in float64; a top-k feature must beat a competitor by ``rtol · max_j s_j(x)``, a
+    unit is stable only if its bound clears 0 by ``rtol`` of its magnitude, and so do the
+    logit margins, so that float32 rounding of the deployed model cannot undo a certificate.
+
+``"smoothed"`` (l2, probabilistic; any model and explainer)
+    Randomized smoothing of the top-k membership (Anani et al., "Pixel-level Certified
+    Explanations via Randomized Smoothing", ICML 2025): ``h_j(z) = 1[j ∈ topk(s(z))]`` and the
+    smoothed explanation ``m_j(x) = P_{ε∼N(0, σ²I)}[h_j(x + ε) = 1]`` (the membership
+    frequency; ``Σ_j m_j = k``). The smoothed top-k is the top-k of ``m``. Per feature, ``n0``
+    *selection* samples choose its label (in: ``m_j > 1/2`` by majority, or out), ``n``
+    independent *estimation* samples count that label, and the one-sided Clopper-Pearson bound
+    ``p_j`` at level ``alpha / F`` (Bonferroni over the F features, so all F statements hold
+    together with probability >= ``1 − alpha``) lower-bounds the label's probability. By the
+    Gaussian-smoothing Lipschitz argument (Cohen et al., ICML 2019; Salman et al., NeurIPS
+    2019: ``Φ⁻¹(m_j(x + δ))`` is ``1/σ``-Lipschitz in δ) the label holds for every
+    ``‖δ‖₂ < R_j = σ Φ⁻¹(p_j)`` when ``p_j > 1/2`` (else the feature abstains, ``R_j = 0``).
+    At a radius r let I (certified in), O (certified out), U (the rest) have sizes a, o, u.
+    Every I feature outranks every O feature at every point of the ball, so every top-k set
+    there lies inside ``I ∪ U`` or contains all of I; the smallest overlap of two such sets
+    (:func:`smoothed_p_at_k_bound`, checked by brute force in the tests), divided by k, is the
+    certified P@k lower bound between the smoothed top-k at ``x`` and at any ``x + δ``. The
+    whole smoothed top-k is certified iff ``a = k`` and ``u = 0``; its radius
+    is ``min_j R_j`` then. The certificate is about the *smoothed* explanation (whose top-k
+    may differ from ``s(x)``'s), with confidence ``1 − alpha`` per input. When
+    ``target=None``, each noisy input explains its own predicted class, so ``h`` is a function
+    of the noisy input alone, as the argument needs.
+
+Both run on the device of the model and inputs, batched (noise samples in chunks of
+``batch_size`` rows; bisection steps over the whole batch at once).
+
+Modules: :mod:`r2et.certify.core` (:func:`certified_radius`), :mod:`r2et.certify.result`
+(:class:`CertificateResult`), :mod:`r2et.certify.deterministic` and
+:mod:`r2et.certify.smoothed` (the two methods).
+"""
+
+from __future__ import annotations
+
+from r2et.certify.core import METHODS, certified_radius
+from r2et.certify.deterministic import gradient_bounds, relu_layers, score_bounds
+from r2et.certify.result import CertificateResult
+from r2et.certify.smoothed import clopper_pearson_lower, smoothed_p_at_k_bound
+
+__all__ = [
+    "METHODS",
+    "CertificateResult",
+    "certified_radius",
+    "clopper_pearson_lower",
+    "gradient_bounds",
+    "relu_layers",
+    "score_bounds",
+    "smoothed_p_at_k_bound",
+]

@@ -1,0 +1,88 @@
+"""``r2et evaluate``: attack a run's explanations; accuracy, P@k, faithfulness, locality and
+thickness."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from r2et.cli.args import check_device_arg, check_k_arg, probe_writable, run_dataset
+
+
+def _num(v: float | None) -> str:
+    """A metric for printing: three decimals, or 'n/a' where it is undefined (None)."""
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Attack a saved run's explanations and print accuracy, P@k, faithfulness, locality and
+    thickness."""
+    from r2et._io import atomic_write_json
+    from r2et.attacks import create_attack
+    from r2et.evaluation import evaluate
+    from r2et.explain import Explainer
+    from r2et.runs import load_run
+
+    device = check_device_arg("--device", args.device)
+    if not Path(args.run).is_dir():
+        raise FileNotFoundError(f"run folder {args.run} does not exist")
+    probe_writable("the run folder", Path(args.run), "folder")
+    run = load_run(args.run, trust_factory=args.trust_factory)
+    name, ds = run_dataset(run.config, args)
+    eps = args.eps if args.eps is not None else ds.default_eps
+    groups = None
+    if args.groups:
+        if ds.groups is None:
+            raise ValueError(f"--groups: dataset {name!r} has no feature groups (tabular only)")
+        groups = ds.groups
+    ex = Explainer(args.explainer, groups=groups)
+    k = check_k_arg("--k", args.k if args.k is not None else ds.default_k, ds, ex)
+    bounds = None if args.no_box else ds.bounds
+    options = {"norm": args.norm, "bounds": bounds, "seed": args.seed}
+    options.update(steps=args.steps, preset=args.preset)
+    attacks = {a: create_attack(a, ex, k, eps, **options) for a in args.attack or ["ensemble"]}
+    model = run.model
+    if device is not None:
+        model = model.to(device)
+    res = evaluate(
+        model,
+        ds,
+        ex,
+        k=k,
+        attacks=attacks,
+        split=args.split,
+        n=args.n,
+        thickness_radius=args.thickness_radius,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    out = Path(args.run) / f"evaluation_{args.split}.json"
+    atomic_write_json(out, res)
+    unit = f"{len(groups)} attribute groups" if groups else "features"
+    box = "inside the data box" if bounds is not None else "no data box"
+    print(
+        f"{name} ({args.split}): accuracy {res['accuracy']:.4f} on all {res['n_split']} rows; "
+        f"explanations of the first {res['n']} ({args.explainer} saliency, top-{k} of {unit})"
+    )
+    for a, vals in res.get("attacks", {}).items():
+        what = f"preset {vals['preset']}" if "preset" in vals else f"steps={args.steps}"
+        print(
+            f"  {a:9s} {args.norm} eps={eps:g} {what}, {box}: P@{k} {_num(vals['p_at_k_mean'])} "
+            f"± {_num(vals['p_at_k_std'])}, Kendall {_num(vals['kendall_mean'])}, "
+            f"{vals['seconds']:.1f} s"
+        )
+    f = res["faithfulness"]
+    print(
+        f"  faithfulness: deletion gain {_num(f['deletion_gain'])} (top-{k} drop "
+        f"{_num(f['deletion_drop_topk'])} vs random {_num(f['deletion_drop_random'])}), "
+        f"occlusion agreement {_num(f['occlusion_agreement'])}"
+    )
+    loc = res["locality"]
+    print(
+        f"  locality: {loc['distinct_topk_sets']} distinct top-{k} sets in {res['n']} inputs, "
+        f"P@{k} with the global top-{k} {_num(loc['global_topk_p_at_k'])}"
+    )
+    if "thickness" in res:
+        print(f"  thickness (radius {args.thickness_radius:g}): {res['thickness']['mean']:.4g}")
+    print(f"-> {out}")
+    return 0

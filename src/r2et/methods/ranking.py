@@ -1,0 +1,98 @@
+"""Ranking terms: R2ET's top-k gap (:class:`RankingGap`, also R2ET-mm's boundary form), its
+exponential pair form (:class:`PairwiseExp`) and the one-sample thickness (:class:`PathThickness`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from r2et.methods.base import AffineTerm, Step, Term
+from r2et.methods.gaps import normalize_scores, ranking_gap, topk_gap_affine
+from r2et.metrics import topk_mask
+
+
+@dataclass(frozen=True)
+class RankingGap(AffineTerm):
+    """``R = mean_n gap_T(ŝ(x_n))`` (log ``gap``, weight ``−lam``): R2ET's top-k margin of the
+    step's scores, scale-free by ``normalize``; T = the current top-k (one ``topk``, O(F) per
+    row, :func:`topk_gap_of`), or ``step.fixed_mask`` when a point provider fixed it (``at``:
+    the clean top-k, :func:`ranking_gap`). With ``m`` (``boundary=True`` adds the default
+    ``m=1``): R2ET-mm's gap of the ``m`` weakest top-k against the ``m`` strongest others."""
+
+    boundary: bool = False
+    name: ClassVar[str] = "gap"
+    weight_key: ClassVar[str | None] = "lam"
+    sign: ClassVar[float] = -1.0
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"lam": 0.01, "normalize": "mean", **({"m": 1} if self.boundary else {})}
+
+    def optional(self) -> tuple[str, ...]:
+        return ("m",)
+
+    def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
+        m, normalize = step.hp.get("m"), step.hp["normalize"]
+        if step.fixed_mask is not None:
+            return ranking_gap(step.scores, step.fixed_mask, m, normalize).mean(), 1.0, 0.0
+        t, a, b = topk_gap_affine(step.scores, step.k, m, normalize)
+        return t.mean(), a, b
+
+
+@dataclass(frozen=True)
+class PairwiseExp(Term):
+    """``R = mean_n mean_{i∈T, j∉T} exp(−(ŝ_i − ŝ_j))`` (log ``pair_exp``, weight ``lam``):
+    the exponential (soft) form of R2ET's pairwise ranking objective on scale-free scores
+    ``ŝ`` (``normalize``), T the current top-k (detached). It weighs the pairs closest to
+    swapping most, between the plain gap (every pair alike) and R2ET-mm (the closest pair
+    only). The pair mean factorises, ``mean_i exp(−ŝ_i) · mean_j exp(ŝ_j)``: O(F) per row."""
+
+    name: ClassVar[str] = "pair_exp"
+    weight_key: ClassVar[str | None] = "lam"
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"lam": 0.01, "normalize": "mean"}
+
+    def value(self, step: Step) -> torch.Tensor:
+        s = normalize_scores(step.scores, step.hp["normalize"])
+        top = topk_mask(step.scores.detach(), step.k).to(s.dtype)
+        k, f = step.k, s.shape[1]
+        inside = (torch.exp(-s) * top).sum(1) / k
+        outside = (torch.exp(s) * (1 - top)).sum(1) / (f - k)
+        return (inside * outside).mean()
+
+
+@dataclass(frozen=True)
+class PathThickness(AffineTerm):
+    """``R = mean_n gap_T(ŝ(x_n + u_n))`` (log ``thick``, weight ``−nu``): a one-sample
+    estimate of the explanation thickness (Chen et al., Def. 4.1) as a training term, the
+    official code's ``tx``: the clean top-k ``T`` (detached) kept ranked above the rest at a
+    point ``u_n`` drawn uniformly from the l_inf ball of radius ``tx_radius`` around ``x_n``
+    (the global RNG, seeded by :func:`r2et.fit`), scale-free by ``normalize``. Costs one more
+    saliency (no logits)."""
+
+    name: ClassVar[str] = "thick"
+    weight_key: ClassVar[str | None] = "nu"
+    sign: ClassVar[float] = -1.0
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"nu": 0.01, "tx_radius": 0.3, "normalize": "mean"}
+
+    def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
+        r = step.hp["tx_radius"]
+        x = step.x.detach()
+        x2 = x + (torch.rand_like(x) * 2 - 1) * r
+        scores2 = step.explainer.reduce_attr(step.attribution_at(x2))
+        mask = topk_mask(step.scores.detach(), step.k)
+        return ranking_gap(scores2, mask, None, step.hp["normalize"]).mean(), 1.0, 0.0
