@@ -251,14 +251,30 @@ def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
+def constructor_options(cls: type) -> set[str]:
+    """The keyword options ``cls(explainer, k, eps, **options)`` takes: its ``__init__``'s
+    named parameters and, while an ``__init__`` passes ``**kwargs`` on, those of the base
+    classes' (``RandomSearchAttack`` takes ``norm``, ``bounds`` and ``seed`` that way)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - {"self"}
+
+
 def create_attack(name: str, explainer: Any, k: int, eps: float, **options: Any) -> Any:
     """Attack ``name`` on ``explainer``'s top-``k`` within ``eps``. ``options`` (``norm``,
     ``bounds``, ``seed``, ``steps``, ``preset``...) go to the attacks whose constructor takes
     them; None values are left out (the attack's default); an option no registered attack
     takes raises ``ValueError``."""
     cls = ATTACKS.get(name)
-    params = inspect.signature(cls).parameters
-    known = {p for c in (ATTACKS.get(n) for n in ATTACKS) for p in inspect.signature(c).parameters}
+    params = constructor_options(cls)
+    known = {p for n in ATTACKS for p in constructor_options(ATTACKS.get(n))}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown attack option(s) {unknown}; allowed: {sorted(known)}")

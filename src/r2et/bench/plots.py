@@ -13,8 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from r2et.bench.selection import select  # noqa: E402
 
-R2ET_FAMILY = ("r2et", "r2et-mm", "r2et-noh", "r2et-mm-noh")
-
 
 def _methods(rows: list[dict[str, Any]], order: list[str] | None) -> list[str]:
     """Methods present in ``rows``, in the configuration's order (then any others)."""

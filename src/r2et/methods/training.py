@@ -182,8 +182,8 @@ def get_method(
     counts groups. Unknown
     hyperparameters, negative weights and bad values raise ``ValueError``.
 
-    Hyperparameters (the defaults were chosen on Adult, see
-    ``docs/stability.md``): ``lam`` (gap weight), ``mu`` (Hessian-term weight), ``h`` (the
+    Hyperparameters (the defaults were chosen on Adult, see ``CHANGELOG.md``): ``lam`` (gap
+    weight), ``mu`` (Hessian-term weight), ``h`` (the
     l_inf finite-difference step, on the scale of the attack budget: 0.3 suits standardised
     tabular features; use about the attack's eps for images in [0, 1]), ``m`` (R2ET-mm's
     number of boundary features), ``normalize`` (``"mean"``, ``"l2"`` or ``"none"``: the
