@@ -212,3 +212,54 @@ def test_no_private_name_crosses_modules() -> None:
                 if dotted in aliases and aliases[dotted] != name:
                     bad.append(f"{name}:{node.lineno} reads {dotted}.{node.attr}")
     assert not bad, "\n".join(bad)
+
+
+#: The layers of docs/design.md, lowest first: a module never imports a higher layer.
+LAYERS = [
+    {"_registry", "_kwargs", "_io", "_checks", "_ball", "_second_order", "_version"},
+    {"models"},
+    {"fastpath", "explain"},
+    {"metrics"},
+    {"certify"},
+    {"attacks"},
+    {"methods"},
+    {"data"},
+    {"evaluation", "verdict", "rebuild"},
+    {"runs"},
+    {"train", "interop", "plotting", "plugins"},
+    {"bench"},
+    {"cli"},
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of ``r2et.<part>...``; None for the package root (lazy, imports nothing)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    found = [i for i, layer in enumerate(LAYERS) if parts[1] in layer]
+    assert found, f"{module} is in no layer of LAYERS (add it, and to docs/design.md)"
+    return found[0]
+
+
+def test_imports_flow_down_the_layers() -> None:
+    mods = modules()
+    graph = edges(mods)
+    up = [
+        f"{a} -> {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if layer_of(a) is not None and layer_of(b) is not None and layer_of(b) > layer_of(a)
+    ]
+    assert not up, "imports that go up a layer:\n" + "\n".join(sorted(up))
+
+
+def test_no_submodule_imports_its_own_package() -> None:
+    mods = modules()
+    bad = []
+    for name, path in mods.items():
+        for target, _, line in imports(name, path, mods):
+            own = [p for p in mods if is_package(p, mods) and name.startswith(p + ".")]
+            if target in own and target != "r2et":
+                bad.append(f"{name}:{line} imports its own package {target}")
+    assert not bad, "\n".join(bad)
