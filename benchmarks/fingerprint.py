@@ -24,8 +24,11 @@ the registry-package refactor (issue 24), after issue 23 (whose changes left all
 identical to the code before it); the refactor left all 30 identical. One item was re-recorded
 after it, on purpose: ``attacks/search``, when ``create_attack`` began passing ``norm``,
 ``bounds`` and ``seed`` to ``RandomSearchAttack`` (which takes them through ``**kwargs``; they
-used to be dropped, so ``r2et evaluate --attack search`` ignored the box). It was recorded on
-the 2-core x86-64 (AMD EPYC) development machine with torch 2.13.0 (CPU build) and
+used to be dropped, so ``r2et evaluate --attack search`` ignored the box). Two more were
+re-recorded for issue 28: ``evaluate/mlp`` and ``bench/rows``, when ``evaluate`` gained the
+keys ``verdict``, ``locality.top_share``, ``locality.distinct_per_100`` and
+``faithfulness.deletion_gain_ci`` (every earlier value compared equal, key by key). It was
+recorded on the 2-core x86-64 (AMD EPYC) development machine with torch 2.13.0 (CPU build) and
 ``OMP_NUM_THREADS=1``. Bits can differ across CPUs, BLAS builds and torch versions: when
 ``--check`` reports differences, first record the old code's fingerprint on the same machine (a
 ``git worktree`` of the earlier commit, ``PYTHONPATH`` at its ``src``) and compare with that.

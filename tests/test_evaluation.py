@@ -56,7 +56,7 @@ def test_keys_values_and_json():
     out = evaluate(model, ds, ex, attacks=_attacks(ex, ds), thickness_radius=0.2)
     assert list(out) == [
         "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "thickness",
-        "faithfulness", "locality", "attacks", "seconds",
+        "faithfulness", "locality", "verdict", "attacks", "seconds",
     ]  # fmt: skip
     assert (out["n"], out["k"], out["split"], out["n_split"]) == (40, 3, "test", 40)
     assert out["accuracy"] == out["accuracy_evaluated"]  # n=None: the whole split
@@ -101,8 +101,8 @@ def test_without_thickness_and_attacks_and_with_n():
     ds, model, ex = _dataset(), make_mlp(), Explainer("grad")
     out = evaluate(model, ds, ex, n=12, split="val", k=2, faithfulness=False)
     assert list(out) == [
-        "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "locality", "attacks",
-        "seconds",
+        "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "locality", "verdict",
+        "attacks", "seconds",
     ]  # fmt: skip
     assert (out["n"], out["k"], out["split"], out["attacks"]) == (10, 2, "val", {})
     out = evaluate(model, ds, ex, n=5, attacks={"er": ERAttack(ex, 3, 0.3, steps=2)})

@@ -32,6 +32,7 @@ from r2et.data.custom import as_dataset
 from r2et.explain import Explainer, as_explainer
 from r2et.metrics import deletion, ground_truth_precision, locality, occlusion_agreement, thickness
 from r2et.models import eval_mode
+from r2et.verdict import explanation_verdict, mean_ci
 
 __all__ = ["evaluate"]
 
@@ -163,14 +164,28 @@ def evaluate(
       and ``deletion_drop_random`` (:func:`~r2et.metrics.deletion`); ``occlusion_agreement`` =
       mean P@k between the explainer's top-k and single-unit occlusion's
       (:func:`~r2et.metrics.occlusion_agreement`; images: ``occlusion_patch`` squares,
-      ``"auto"``: 4×4 above 256 pixels).
+      ``"auto"``: 4×4 above 256 pixels); ``deletion_gain_ci`` = ``[low, high]``, the
+      ``CI_LEVEL`` (95%) normal-approximation interval of the mean per-input deletion gain
+      (:func:`r2et.verdict.mean_ci`, ``mean ± z·s/√n``; each input's gain already averages
+      its ``n_random`` draws). Higher gain is more faithful; an interval that contains 0 means
+      the top-k units matter no more than random ones, as far as these inputs can tell.
     * ``ground_truth_precision`` (when ``ds`` has a ground-truth explanation,
       ``ds.ground_truth``): mean over the evaluated inputs of ``|topk(s(x)) ∩ G| / min(k, |G|)``
       (:func:`~r2et.metrics.ground_truth_precision`; G: e.g. the motif's nodes or edges), and
       per attack ``ground_truth_precision_adv``, the same for the attacked explanation.
     * ``locality``: ``distinct_topk_sets`` (how many different top-k sets the evaluated inputs
-      have) and ``global_topk_p_at_k`` (mean P@k of each input's top-k with the global top-k;
+      have), ``global_topk_p_at_k`` (mean P@k of each input's top-k with the global top-k;
+      higher: less input-specific), ``top_share`` (the share of the evaluated inputs whose
+      top-k set is the most common one; 1: one set for all, lower is more local) and
+      ``distinct_per_100`` (``100 · distinct_topk_sets / n``; higher is more local;
       :func:`~r2et.metrics.locality`).
+    * ``verdict``: :func:`r2et.verdict.explanation_verdict` of ``top_share``,
+      ``distinct_per_100`` and ``deletion_gain_ci``: ``{"collapsed", "faithful", "flags",
+      "text"}``. ``collapsed`` when ``top_share >= 0.5`` or ``distinct_per_100 < 5`` (the same
+      top-k for most inputs: a constant, not a stable explanation); ``faithful`` when the
+      gain interval's lower end is above 0 (None without ``faithfulness``); ``flags`` lists
+      ``"collapsed"`` / ``"unfaithful"`` when raised (empty is good); ``text`` is one
+      readable line. A high P@k with a raised flag is not a stable explanation.
     * ``certified`` (with ``certify``, a mapping name → keyword arguments of
       :func:`~r2et.certify.certified_radius`, e.g. ``{"det": {"method": "deterministic",
       "radii": [0.1, 0.3]}}``): per certificate the mean and median certified radius, the
@@ -192,7 +207,9 @@ def evaluate(
     "n_split", ["ground_truth_precision"], "thickness": {"radius", "mean", "std"},
     "faithfulness": {"deletion_gain",
     "deletion_drop_topk", "deletion_drop_random", "occlusion_agreement", "baseline",
-    "occlusion_patch", "n_random"}, "locality": {"distinct_topk_sets", "global_topk_p_at_k"},
+    "occlusion_patch", "n_random", "deletion_gain_ci"}, "locality": {"distinct_topk_sets",
+    "global_topk_p_at_k", "top_share", "distinct_per_100"}, "verdict": {"collapsed",
+    "faithful", "flags", "text"},
     "attacks": {name: {"eps", "steps", "norm", "box", "p_at_k_mean", "p_at_k_std",
     "kendall_mean", "spearman_mean", "cosine_mean", "flipped_rate", "thickness_adv_mean",
     ["ground_truth_precision_adv"], "seconds", ["preset", "found_by"]}}, "seconds"}``
@@ -345,12 +362,15 @@ class _Run:
         if self.radius is not None:
             mean, std = _mean_std(torch.cat(thick))
             out["thickness"] = {"radius": float(self.radius), "mean": mean, "std": std}
+        gain_ci = None
         if faithfulness:
+            gain_ci = mean_ci(torch.cat(faith["deletion_gain"]).double().tolist())
             out["faithfulness"] = {
                 **{key: _mean_std(torch.cat(v))[0] for key, v in faith.items()},
                 "baseline": baseline if isinstance(baseline, str) else "custom",
                 "occlusion_patch": self.patch,
                 "n_random": self.n_random,
+                "deletion_gain_ci": list(gain_ci),
             }
         if self.truth is not None:
             gtp = ground_truth_precision(torch.cat(clean), self.truth, k)
@@ -359,7 +379,12 @@ class _Run:
         out["locality"] = {
             "distinct_topk_sets": loc["distinct_topk_sets"],
             "global_topk_p_at_k": _mean_std(loc["global_topk_p_at_k"])[0],
+            "top_share": float(loc["top_share"]),
+            "distinct_per_100": float(loc["distinct_per_100"]),
         }
+        out["verdict"] = explanation_verdict(
+            out["locality"]["top_share"], out["locality"]["distinct_per_100"], gain_ci
+        )
         return out
 
     def attack(self, atk: Attack, name: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ thickness, and faithfulness and locality.
   :func:`cosine_distance`, :func:`thickness` (Chen et al., NeurIPS 2024);
 * faithfulness: :func:`deletion` (deletion gain over random units), :func:`occlusion_scores`,
   :func:`occlusion_agreement`;
-* locality: :func:`locality` (distinct top-k sets, agreement with the global top-k);
+* locality: :func:`locality` (distinct top-k sets, the share of the most common one,
+  agreement with the global top-k);
 * accuracy against a known explanation: :func:`ground_truth_precision` (synthetic graphs).
 
 A stable explanation is worth little if it is not faithful: an explanation that names the
@@ -459,7 +460,10 @@ def locality(scores: torch.Tensor, k: int) -> dict[str, Any]:
     (1: every input gets the same explanation); ``global_topk_p_at_k`` ``(N,)``: P@k of each
     row's top-k against the *global* top-k, the top-k of the mean of the rows' normalised
     scores ``mean_n s_n / Σ_j s_nj`` (1 everywhere: the explanation is one fixed set, whatever
-    the input).
+    the input); ``top_share``: the share of rows whose top-k set equals the most common one,
+    ``max_S |{n : topk(s_n) = S}| / N`` (1: one set for all; ``1/N`` at best; lower is more
+    local); ``distinct_per_100``: ``100 · distinct_topk_sets / N`` (higher is more local).
+    Both are plain floats (NaN for N = 0); see :mod:`r2et.verdict` for the collapse rule.
     """
     check_finite("scores", scores)
     if scores.dim() != 2:
@@ -468,10 +472,13 @@ def locality(scores: torch.Tensor, k: int) -> dict[str, Any]:
         raise ValueError(f"scores must be a floating (N, F) matrix, got dtype {scores.dtype}")
     k = check_k(k, scores.shape[1])
     idx = scores.topk(k, dim=1).indices.sort(1).values
-    distinct = int(torch.unique(idx, dim=0).shape[0])
+    _, counts = torch.unique(idx, dim=0, return_counts=True)
+    distinct, n = int(counts.shape[0]), int(scores.shape[0])
     share = scores / scores.sum(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
     glob = share.mean(0, keepdim=True).expand_as(scores)
     return {
         "distinct_topk_sets": distinct,
         "global_topk_p_at_k": precision_at_k(scores, glob.contiguous(), k),
+        "top_share": int(counts.max()) / n if n else float("nan"),
+        "distinct_per_100": 100.0 * distinct / n if n else float("nan"),
     }

@@ -70,7 +70,10 @@ def pretrain_task(dataset: str, seed: int, cfg: BenchConfig | dict[str, Any]) ->
 
 def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """``evaluate()``'s nested dict as flat table columns (``ensemble_p_at_k_mean``,
-    ``deletion_gain``, ...)."""
+    ``deletion_gain``, ``deletion_gain_ci_low``/``_high``, ``top_share``,
+    ``distinct_per_100``, ...). Not among the columns a stored cell needs to count as finished
+    (:data:`~r2et.bench.store.REQUIRED_METRICS`): cells of earlier versions lack the newer
+    ones and stay valid."""
     row: dict[str, Any] = {
         "accuracy": metrics["accuracy"],
         "accuracy_evaluated": metrics.get("accuracy_evaluated"),
@@ -81,10 +84,13 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         row["ground_truth_precision"] = metrics["ground_truth_precision"]
     if "thickness" in metrics:
         row["thickness"] = metrics["thickness"]["mean"]
-    for section in ("faithfulness", "locality"):
+    for section in ("faithfulness", "locality"):  # with top_share and distinct_per_100
         for key, val in metrics.get(section, {}).items():
             if isinstance(val, (int, float)) and not isinstance(val, bool):
                 row[key] = val
+    ci = metrics.get("faithfulness", {}).get("deletion_gain_ci")
+    if ci is not None:  # the interval of the mean deletion gain (r2et.verdict)
+        row["deletion_gain_ci_low"], row["deletion_gain_ci_high"] = (float(v) for v in ci)
     for name, vals in metrics.get("attacks", {}).items():
         for key, val in vals.items():
             if key not in ("eps", "steps", "norm"):

@@ -25,7 +25,7 @@ PAPER_WEIGHTS = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
 #: The main job: embedded data, five methods, one seed, a few minutes on two CPU cores.
 DEFAULT_DATASETS = ["breast-cancer", "digits"]
 #: The settings of the selection rule: applied to stored cells, they never change a cell.
-SELECTION_KEYS = ("max_acc_drop", "min_deletion_ratio", "min_distinct_ratio")
+SELECTION_KEYS = ("max_acc_drop", "min_deletion_ratio", "min_distinct_ratio", "require_faithful")
 DEFAULT_METHODS = ["vanilla", "sp", "est-h", "r2et", "r2et-mm"]
 #: The attacks every cell is evaluated with when ``[evaluate] attacks`` is not set: the reported
 #: ensemble and the paper's two PGD attacks (registered names, :func:`r2et.attacks.list_attacks`).
@@ -59,11 +59,17 @@ class BenchConfig:
     :func:`r2et.attacks.list_attacks`, each cell is evaluated with, ``"ensemble"`` among them;
     each reports ``<name>_p_at_k_mean`` and its other measures). Selection rule
     (:func:`~r2et.bench.report.selection_rule_text`): per dataset and method, among the
-    settings whose mean validation accuracy is within ``max_acc_drop`` of vanilla's and whose
-    mean deletion gain is at least ``min_deletion_ratio`` times vanilla's (None: no
-    faithfulness condition) and, when ``min_distinct_ratio`` is set, whose mean number of
-    distinct top-k sets is at least that fraction of vanilla's (a locality condition that rejects
-    constant explanations), the one with the best ensemble P@k. The rule is applied to stored
+    settings whose mean validation accuracy is within ``max_acc_drop`` of vanilla's, whose
+    deletion gain is faithful and, when ``min_distinct_ratio`` is set (default 0.5), whose mean
+    number of distinct top-k sets is at least that fraction of vanilla's (a locality condition
+    that rejects constant explanations), the one with the best ensemble P@k. Faithful, with
+    ``require_faithful`` (default): every seed's deletion gain is distinguishable from 0 (the
+    lower end of its 95% interval above 0) and, when vanilla's mean gain is positive, the mean
+    gain is at least ``min_deletion_ratio`` (default 0.9; None: no ratio) times vanilla's;
+    vanilla itself fails the rule when its own gain is not above 0 (it is reported, marked).
+    Without it (the rule of earlier versions): a mean gain at least ``min_deletion_ratio`` times
+    vanilla's (vanilla's minus that fraction of its size when negative; None: no condition).
+    The rule is applied to stored
     cells when the report is written: changing it and rerunning with ``--resume`` re-selects
     without recomputing anything (:data:`SELECTION_KEYS` do not enter the cells' digest).
     """
@@ -93,7 +99,8 @@ class BenchConfig:
     datasets_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_acc_drop: float = 0.02
     min_deletion_ratio: float | None = 0.9
-    min_distinct_ratio: float | None = None
+    min_distinct_ratio: float | None = 0.5
+    require_faithful: bool = True
     device: str | None = None
     threads: int | None = None
     save_models: bool = True
@@ -182,6 +189,10 @@ class BenchConfig:
                 check_number(key, value, 0, 1)
             except ValueError:
                 raise ValueError(f"{key} must be None or lie in [0, 1], got {value!r}") from None
+        if not isinstance(self.require_faithful, bool):
+            raise ValueError(
+                f"require_faithful must be true or false, got {self.require_faithful!r}"
+            )
         if self.device is not None:
             check_device("device", self.device)
         if self.threads is not None:

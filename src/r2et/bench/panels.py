@@ -22,7 +22,7 @@ import torch
 
 from r2et._io import atomic_write_bytes, atomic_write_json, read_json
 from r2et.bench.config import BenchConfig, dataset_settings, load_bench_dataset
-from r2et.bench.selection import select
+from r2et.bench.selection import rule_of, select
 
 PANELS = "panels"
 
@@ -37,7 +37,7 @@ def _selected_models(
     out: Path, rows: list[dict[str, Any]], cfg: BenchConfig, dataset: str
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(method, row)`` of each method's selected setting with a saved model (first seed)."""
-    chosen = select(rows, cfg.max_acc_drop, cfg.min_deletion_ratio, cfg.min_distinct_ratio)
+    chosen = select(rows, **rule_of(cfg))
     found = []
     methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]
     for m in methods:

@@ -11,7 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from r2et.bench.selection import select  # noqa: E402
+from r2et.bench.selection import is_collapsed, rule_of, select  # noqa: E402
+
+#: Legend label of the hollow markers: cells whose explanation is collapsed (r2et.verdict).
+COLLAPSED_LABEL = "collapsed top-k"
 
 
 def _methods(rows: list[dict[str, Any]], order: list[str] | None) -> list[str]:
@@ -31,10 +34,31 @@ def _panels(n: int) -> tuple[Any, Any]:
     return plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, layout="constrained")
 
 
-def _finish(fig: Any, axes: Any, title: str, path: Path) -> Path:
-    """One legend for all panels (from the first), a title, and an atomic save."""
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="outside right center")
+def _legend(colors: dict[str, Any], shown: set[str], collapsed: bool, line: bool) -> list[Any]:
+    """Legend handles: a filled marker per method in ``shown`` (with a line when ``line``), and
+    a hollow one labelled :data:`COLLAPSED_LABEL` when some point is ``collapsed``."""
+    from matplotlib.lines import Line2D
+
+    style = "-" if line else "none"
+    handles = [
+        Line2D([], [], color=c, marker="o", linestyle=style, label=m)
+        for m, c in colors.items()
+        if m in shown
+    ]
+    if collapsed:
+        handles.append(
+            Line2D([], [], color="grey", marker="o", mfc="none", linestyle="none",
+                   label=COLLAPSED_LABEL)
+        )  # fmt: skip
+    return handles
+
+
+def _finish(fig: Any, axes: Any, title: str, path: Path, handles: list[Any] | None = None) -> Path:
+    """One legend for all panels (``handles``, else the first panel's), a title, and an
+    atomic save."""
+    if handles is None:
+        handles, _ = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles=handles, fontsize=8, loc="outside right center")
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -56,14 +80,19 @@ def plot_budget_curves(
     min_deletion_ratio: float | None = 0.9,
     preset: str = "fast",
     min_distinct_ratio: float | None = None,
+    require_faithful: bool = False,
 ) -> Path:
     """Ensemble-attack P@k (the ``budget_preset``) versus attack budget eps, one panel per
-    dataset, one line per method (selected setting, mean over seeds)."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
+    dataset, one line per method (selected setting, mean over seeds); hollow markers where the
+    selected setting's explanation is collapsed on some seed
+    (:func:`~r2et.bench.selection.is_collapsed`: its stability is that of a constant)."""
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
     fig, axes = _panels(len(datasets))
+    shown: set[str] = set()
+    any_collapsed = False
     for ax, d in zip(axes[0], datasets):
         for m in methods:
             sel = chosen.get((d, m))
@@ -77,13 +106,20 @@ def plot_budget_curves(
                 continue
             xs = sorted(acc)
             ys = [sum(acc[e]) / len(acc[e]) for e in xs]
-            ax.plot([0.0, *xs], [1.0, *ys], marker="o", label=m, color=colors[m])
+            collapsed = any(is_collapsed(r) for r in sel["rows"])
+            face = "none" if collapsed else colors[m]
+            ax.plot([0.0, *xs], [1.0, *ys], marker="o", label=m, color=colors[m], mfc=face)
+            shown.add(m)
+            any_collapsed = any_collapsed or collapsed
         ax.set_title(d)
         ax.set_xlabel("attack budget eps (l_inf)")
         ax.set_ylabel(f"P@k under the {preset} ensemble")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    return _finish(fig, axes, "Top-k stability versus attack budget (higher is more stable)", path)
+    title = "Top-k stability versus attack budget (higher is more stable)"
+    if any_collapsed:
+        title += f"\nhollow: {COLLAPSED_LABEL} (a constant explanation, not a stable one)"
+    return _finish(fig, axes, title, path, _legend(colors, shown, any_collapsed, line=True))
 
 
 def plot_certified_curves(
@@ -136,13 +172,18 @@ def _scatter(
     y_label: str,
     title: str,
     y_max: float | None = None,
+    zero_line: bool = False,
 ) -> Path:
     """Every cell: ensemble P@k (x, on [0, 1]) against ``y_key`` (y, capped at ``y_max``), one
-    panel per dataset."""
+    panel per dataset; a cell whose explanation is collapsed
+    (:func:`~r2et.bench.selection.is_collapsed`) drawn hollow, with a legend entry
+    :data:`COLLAPSED_LABEL`; a dashed line at y = 0 when ``zero_line``."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = _methods(rows, order)
     colors = _colors(methods)
     fig, axes = _panels(len(datasets))
+    shown: set[str] = set()
+    any_collapsed = False
     for ax, d in zip(axes[0], datasets):
         for m in methods:
             pts = [
@@ -150,15 +191,23 @@ def _scatter(
                 for r in rows
                 if r["dataset"] == d and r["method"] == m and r.get(y_key) is not None
             ]
-            if pts:
+            for hollow in (False, True):
+                group = [r for r in pts if is_collapsed(r) == hollow]
+                if not group:
+                    continue
                 ax.scatter(
-                    [r.get("ensemble_p_at_k_mean", float("nan")) for r in pts],
-                    [r[y_key] for r in pts],
-                    label=m,
-                    color=colors[m],
+                    [r.get("ensemble_p_at_k_mean", float("nan")) for r in group],
+                    [r[y_key] for r in group],
+                    facecolors="none" if hollow else colors[m],
+                    edgecolors=colors[m],
+                    linewidths=1.2,
                     s=28,
                     alpha=0.85,
                 )
+                shown.add(m)
+                any_collapsed = any_collapsed or hollow
+        if zero_line:
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_title(d)
         ax.set_xlabel("P@k under the ensemble attack")
         ax.set_ylabel(y_label)
@@ -166,7 +215,9 @@ def _scatter(
         if y_max is not None:
             ax.set_ylim(top=y_max)
         ax.grid(alpha=0.3)
-    return _finish(fig, axes, title, path)
+    if any_collapsed:
+        title += f"\nhollow: {COLLAPSED_LABEL} (a constant explanation, not a stable one)"
+    return _finish(fig, axes, title, path, _legend(colors, shown, any_collapsed, line=False))
 
 
 def plot_accuracy_vs_patk(
@@ -184,11 +235,13 @@ def plot_stability_vs_faithfulness(
 ) -> Path:
     """Every cell: deletion gain (faithfulness) against ensemble P@k (stability): a method is
     only useful up and to the right; stability bought by an explanation that no longer says
-    why this input got this prediction sits to the right and down."""
+    why this input got this prediction sits to the right and down (below the dashed line at 0:
+    the top-k units matter less than random ones), and a collapsed one is drawn hollow."""
     return _scatter(
         rows, path, order, "deletion_gain",
         "deletion gain (top-k minus random units)",
         "Stability versus faithfulness (every grid cell; up and right is better)",
+        zero_line=True,
     )  # fmt: skip
 
 
@@ -330,15 +383,17 @@ def write_plots(out: Path, rows: list[dict[str, Any]], cfg: Any) -> list[Path]:
     if not rows:
         return []
     plots = out / "plots"
+    rule = rule_of(cfg)
     paths = [
         plot_budget_curves(
             rows,
-            cfg.max_acc_drop,
+            rule["max_acc_drop"],
             plots / "p_at_k_vs_budget.png",
             cfg.methods,
-            cfg.min_deletion_ratio,
+            rule["min_deletion_ratio"],
             cfg.evaluate.get("budget_preset", "fast"),
-            cfg.min_distinct_ratio,
+            rule["min_distinct_ratio"],
+            rule["require_faithful"],
         ),
         plot_accuracy_vs_patk(rows, plots / "accuracy_vs_p_at_k.png", cfg.methods),
         plot_stability_vs_faithfulness(rows, plots / "stability_vs_faithfulness.png", cfg.methods),

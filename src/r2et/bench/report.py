@@ -11,15 +11,26 @@ from typing import Any
 
 import torch
 
-from r2et._io import atomic_write_text
-from r2et.bench.selection import STABILITY, mean_std, select, selection_rule_text
+from r2et._io import atomic_write_json, atomic_write_text
+from r2et.bench.selection import (
+    STABILITY,
+    mean_std,
+    row_verdict,
+    rule_of,
+    select,
+    selection_rule_text,
+    verdict_cell,
+)
+from r2et.verdict import CI_LEVEL, COLLAPSE_DISTINCT_PER_100, COLLAPSE_TOP_SHARE
 
 __all__ = [
     "STABILITY",
     "results_table",
+    "rule_of",
     "select",
     "selection_rule_text",
     "settings_table",
+    "summary_text",
     "write_report",
 ]
 
@@ -54,6 +65,30 @@ def _fmt(m: float, s: float, n: int, fmt: str) -> str:
     return f"{fmt.format(m)} ± {fmt.format(s)}" if n > 1 else fmt.format(m)
 
 
+#: Below the results tables: what the verdict column says.
+VERDICT_LEGEND = (
+    f"Verdict (per seed, `r2et.verdict`): *collapsed* when at least "
+    f"{100 * COLLAPSE_TOP_SHARE:g}% of the evaluated inputs share one top-k set or there are "
+    f"fewer than {COLLAPSE_DISTINCT_PER_100:g} distinct top-k sets per 100 inputs (a constant, "
+    f"not a stable explanation); *unfaithful* when the deletion gain's {100 * CI_LEVEL:g}% "
+    "interval does not lie above 0 (cells stored without it: the gain is not above 0). A high "
+    "P@k beside a ⚠ is not a stable explanation."
+)
+
+
+def _vanilla_note(dataset: str, sel: dict[str, Any] | None) -> list[str]:
+    """A plain line when vanilla, the rule's reference, does not meet the rule itself."""
+    if sel is None or sel["admissible"]:
+        return []
+    why = "; ".join(sel.get("failed", [])) or "it fails the rule"
+    return [
+        "",
+        f"**Note:** on {dataset}, vanilla (the selection rule's reference) does not meet the "
+        f"rule itself ({why}): its explanation is not shown to be faithful. It is reported as "
+        "is, marked †; the other methods are compared with it all the same.",
+    ]
+
+
 def results_table(
     rows: list[dict[str, Any]],
     max_acc_drop: float,
@@ -61,14 +96,18 @@ def results_table(
     min_deletion_ratio: float | None = 0.9,
     dataset: str | None = None,
     min_distinct_ratio: float | None = None,
+    require_faithful: bool = False,
 ) -> str:
     """Markdown tables, one per dataset (or only ``dataset``): rows are methods, columns
     accuracy on the whole test split, ensemble P@k, the paper's ERAttack P@k, deletion gain,
     occlusion agreement and distinct top-k sets (and, for data with a ground-truth explanation,
-    the clean and attacked ground-truth precision), mean ± std over seeds of the selected setting;
-    the best accuracy, P@k and faithfulness among methods that meet the selection rule's
-    conditions in bold (a † marks a method with no setting meeting them)."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
+    the clean and attacked ground-truth precision), mean ± std over seeds of the selected setting,
+    and the verdict of its explanation per seed (:func:`~r2et.bench.selection.verdict_cell`:
+    ``⚠ collapsed (seed 1)``, ``⚠ unfaithful``, or ``local, faithful``); the best accuracy,
+    P@k and faithfulness among methods that meet the selection rule's conditions in bold (a †
+    marks a method with no setting meeting them, with a note when that method is vanilla), and
+    the verdict's legend (:data:`VERDICT_LEGEND`) below."""
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     if dataset is not None:
         datasets = [d for d in datasets if d == dataset]
@@ -96,12 +135,12 @@ def results_table(
             ]
             vals = [v for v in vals if not math.isnan(v)]
             best[key] = max(vals) if vals else None
-        header = ["Method", *(h for _, h, _ in columns)]
+        header = ["Method", *(h for _, h, _ in columns), "Verdict"]
         lines = [
             f"**{d}**",
             "",
             "| " + " | ".join(header) + " |",
-            "|---" + "|---:" * (len(header) - 1) + "|",
+            "|---" + "|---:" * (len(header) - 2) + "|---|",
         ]
         for m in methods:
             sel = chosen.get((d, m))
@@ -114,9 +153,11 @@ def results_table(
                 if key in best and best[key] is not None and abs(mean - best[key]) < 5e-4:
                     text = f"**{text}**"
                 out.append(text)
+            out.append(verdict_cell(sel["rows"]))
             lines.append("| " + " | ".join(out) + " |")
+        lines += _vanilla_note(d, chosen.get((d, "vanilla")))
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    return "\n\n".join([*blocks, VERDICT_LEGEND]) if blocks else ""
 
 
 def settings_table(
@@ -124,10 +165,11 @@ def settings_table(
     max_acc_drop: float,
     min_deletion_ratio: float | None = 0.9,
     min_distinct_ratio: float | None = None,
+    require_faithful: bool = False,
 ) -> str:
     """Which weight was selected per dataset and method, its validation accuracy, thickness,
     the ensemble attack's budget and box, cost per epoch and attack seconds."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     lines = [
         "| Dataset | Method | Selected setting | Val acc | Thickness | eps | box | s/epoch "
         "| Ensemble s |",
@@ -181,12 +223,13 @@ def explainer_table(
     min_deletion_ratio: float | None = 0.9,
     min_distinct_ratio: float | None = None,
     main: str = "grad",
+    require_faithful: bool = False,
 ) -> str:
     """Explainer generalisation (``evaluate.explainers``): per dataset and method (selected
     setting), ensemble P@k and deletion gain of the ``main`` explainer (``evaluate.explainer``:
     what was trained and reported) beside each other explainer's, attacked through itself by
     the same ensemble."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     names = sorted(
         {
             k[2 : -len("_p_at_k")]
@@ -214,11 +257,12 @@ def certified_table(
     max_acc_drop: float,
     min_deletion_ratio: float | None = 0.9,
     min_distinct_ratio: float | None = None,
+    require_faithful: bool = False,
 ) -> str:
     """Per dataset, method and certificate (``evaluate.certify``): mean certified radius,
     fraction of inputs with one, and certified P@k (a lower bound) beside the attacked P@k of
     the budget curve (an upper bound) at the radii both have; the truth lies between."""
-    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio)
+    chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     names = sorted(
         {k[5:-6] for r in rows for k in r if k.startswith("cert_") and k.endswith("_curve")}
     )
@@ -277,15 +321,64 @@ def _section(shown: bool, title: str, intro: str, table: Callable[[], str]) -> l
     return [f"## {title}", "", intro, "", table(), ""] if shown else []
 
 
+def summary_text(rows: list[dict[str, Any]], cfg: Any) -> str:
+    """What the command line prints after a run: the configuration's selection rule in words
+    and the results tables (with their verdict column) under it."""
+    rule = rule_of(cfg)
+    return "\n".join(
+        [
+            selection_rule_text(**rule),
+            results_table(
+                rows,
+                rule["max_acc_drop"],
+                cfg.methods,
+                rule["min_deletion_ratio"],
+                min_distinct_ratio=rule["min_distinct_ratio"],
+                require_faithful=rule["require_faithful"],
+            ),
+        ]
+    )
+
+
+def selection_record(rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    """The rule and what it selected, JSON-ready (``selection.json`` beside the report): the
+    rule's settings and text, and per dataset and method the selected setting, whether it
+    meets the rule, the conditions it fails, and each seed's verdict."""
+    rule = rule_of(cfg)
+    chosen = select(rows, **rule)
+    return {
+        "rule": rule,
+        "rule_text": selection_rule_text(**rule),
+        "selected": [
+            {
+                "dataset": d,
+                "method": m,
+                "weight_name": sel["setting"][0],
+                "weight": sel["setting"][1],
+                "admissible": sel["admissible"],
+                "failed": sel["failed"],
+                "keys": [r.get("key") for r in sel["rows"]],
+                "verdicts": {str(r.get("seed")): row_verdict(r) for r in sel["rows"]},
+            }
+            for (d, m), sel in chosen.items()
+        ],
+    }
+
+
 def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
-    """Write ``report.md`` and the plots for the finished cells; returns the main tables."""
+    """Write ``report.md`` (the selection rule in words above the tables), ``selection.json``
+    (:func:`selection_record`) and the plots for the finished cells; returns the main
+    tables."""
     from r2et.bench.plots import write_plots
 
     out = Path(out)
-    ratio = getattr(cfg, "min_deletion_ratio", 0.9)
-    local = getattr(cfg, "min_distinct_ratio", None)
+    rule = rule_of(cfg)
+    acc, ratio, local = rule["max_acc_drop"], rule["min_deletion_ratio"], rule["min_distinct_ratio"]
+    faithful = rule["require_faithful"]
     main = cfg.evaluate.get("explainer", "grad")
-    table = results_table(rows, cfg.max_acc_drop, cfg.methods, ratio, min_distinct_ratio=local)
+    table = results_table(
+        rows, acc, cfg.methods, ratio, min_distinct_ratio=local, require_faithful=faithful
+    )
     plots = write_plots(out, rows, cfg)
     text = [
         "# r2et benchmark report",
@@ -294,28 +387,28 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         f"seeds: {', '.join(map(str, cfg.seeds))}.",
         evaluation_text(cfg.evaluate),
         "",
-        selection_rule_text(cfg.max_acc_drop, ratio, local),
+        selection_rule_text(**rule),
         "",
         *[f"**Warning:** {w}." for w in pretrain_warnings(rows)],
         table,
         "",
         "## Selected settings and cost",
         "",
-        settings_table(rows, cfg.max_acc_drop, ratio, local),
+        settings_table(rows, acc, ratio, local, faithful),
         "",
         *_section(
             bool(cfg.evaluate.get("certify")),
             "Certified top-k (`r2et.certify`)",
             "Attacked P@k is an upper bound on the worst case, certified P@k a lower bound: the "
             "truth lies between (docs/certify.md).",
-            lambda: certified_table(rows, cfg.max_acc_drop, ratio, local),
+            lambda: certified_table(rows, acc, ratio, local, faithful),
         ),
         *_section(
             bool(cfg.evaluate.get("explainers")),
             "Explainer generalisation",
             f"Each selected model (trained on `{main}` saliency) explained by other explainers, "
             "each attacked through itself by the same ensemble: ensemble P@k / deletion gain.",
-            lambda: explainer_table(rows, cfg.max_acc_drop, ratio, local, main),
+            lambda: explainer_table(rows, acc, ratio, local, main, faithful),
         ),
         "## Plots",
         "",
@@ -323,8 +416,10 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         "",
         f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Full rows: "
-        "`results.csv`, `results.json`; configuration: `config.json`.",
+        "`results.csv`, `results.json`; configuration: `config.json`; the selection rule and "
+        "what it selected, with each seed's verdict: `selection.json`.",
         "",
     ]
+    atomic_write_json(out / "selection.json", selection_record(rows, cfg))
     atomic_write_text(out / "report.md", "\n".join(text))
     return table

@@ -99,11 +99,12 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _legacy_digests(cfg: dict[str, Any]) -> tuple[str, ...]:
     """The digest earlier r2et versions gave configuration ``cfg`` (everything but device,
-    threads and models; no ``min_distinct_ratio``): the cells and pre-trained models they wrote
-    for it stay valid."""
-    if cfg.get("min_distinct_ratio") is not None:
-        return ()
-    old = {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + ("min_distinct_ratio",)}
+    threads and models, and but the selection settings they did not have,
+    ``min_distinct_ratio`` and ``require_faithful``): the cells and pre-trained models they
+    wrote for it stay valid. The left-out keys only select among stored cells, whatever their
+    value."""
+    newer = ("min_distinct_ratio", "require_faithful")
+    old = {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + newer}
     return (config_digest(old),)
 
 

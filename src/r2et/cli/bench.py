@@ -20,7 +20,7 @@ from r2et.cli.errors import (
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) a benchmark grid and print the paper-style table."""
     from r2et.bench.config import load_config, parse_list
-    from r2et.bench.report import results_table, selection_rule_text
+    from r2et.bench.report import summary_text
     from r2et.bench.runner import WORKER_EXECUTORS, check_out, run_bench
 
     if args.workers is not None and args.executor not in WORKER_EXECUTORS:
@@ -63,9 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
-    rule = (cfg.max_acc_drop, cfg.min_deletion_ratio, cfg.min_distinct_ratio)
-    print(selection_rule_text(*rule))
-    print(results_table(rows, cfg.max_acc_drop, cfg.methods, rule[1], min_distinct_ratio=rule[2]))
+    print(summary_text(rows, cfg))
     print(f"-> {Path(args.out) / 'report.md'}")
     failed = sorted((Path(args.out) / "errors").glob("*.json"))
     if failed:

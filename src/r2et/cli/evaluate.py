@@ -1,5 +1,5 @@
-"""``r2et evaluate``: attack a run's explanations; accuracy, P@k, faithfulness, locality and
-thickness."""
+"""``r2et evaluate``: attack a run's explanations; accuracy, P@k, the collapse and
+faithfulness verdict, faithfulness, locality and thickness."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from r2et.cli.args import check_device_arg, check_k_arg, probe_writable, run_dat
 def _num(v: float | None) -> str:
     """A metric for printing: three decimals, or 'n/a' where it is undefined (None)."""
     return "n/a" if v is None else f"{v:.3f}"
+
+
+def _verdict_line(verdict: dict) -> str:
+    """The verdict's readable line (:func:`r2et.verdict.explanation_verdict`), prefixed with
+    ``WARNING:`` when a flag (collapsed, unfaithful) is raised."""
+    warn = "WARNING: " if verdict["flags"] else ""
+    return f"  {warn}verdict: {verdict['text']}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -71,6 +78,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"± {_num(vals['p_at_k_std'])}, Kendall {_num(vals['kendall_mean'])}, "
             f"{vals['seconds']:.1f} s"
         )
+    print(_verdict_line(res["verdict"]))
     f = res["faithfulness"]
     print(
         f"  faithfulness: deletion gain {_num(f['deletion_gain'])} (top-{k} drop "
