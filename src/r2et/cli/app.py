@@ -198,13 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--groups",
         action="store_true",
-        help="rank tabular attributes (one-hot columns of one attribute summed) not columns",
+        help="rank tabular attributes (one-hot columns of one attribute summed) not columns "
+        "(default: as the run was trained)",
     )
     e.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    e.add_argument("--k", type=POS_INT, default=None)
+    e.add_argument(
+        "--k", type=POS_INT, default=None, help="default: the run's k, else the dataset's"
+    )
     e.add_argument("--n", type=POS_INT, default=500, help="first n inputs of the split")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--explainer", default="grad", choices=_explainers())
+    e.add_argument(
+        "--explainer",
+        default=None,
+        choices=_explainers(),
+        help="default: the explanation the run was trained on (its method's explainer, "
+        "explaining the logit), else grad",
+    )
     e.add_argument("--thickness-radius", type=POS_FLOAT, default=None)
     e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--device", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from r2et.cli.args import check_device_arg, check_k_arg, probe_writable, run_dataset
 
@@ -21,13 +22,47 @@ def _verdict_line(verdict: dict) -> str:
     return f"  {warn}verdict: {verdict['text']}"
 
 
+def explainer_of_run(
+    config: dict, args: argparse.Namespace, ds: object, name: str
+) -> tuple[Any, int | None, bool]:
+    """The explainer ``r2et evaluate`` scores, the run's ``k`` (None when it has none) and
+    whether the explainer is the run's own.
+
+    Without ``--explainer``, the explanation the run was trained on: its method's explainer
+    (``config["method"]["explainer"]``: rule, its options and the unit, columns or attribute
+    groups), explaining the logit (a loss-gradient explainer, as est-h trains on, explains the
+    loss of the label, not the prediction). ``--explainer NAME`` scores that rule instead, on
+    columns unless ``--groups``; ``--groups`` ranks the dataset's attributes either way."""
+    from r2et.explain import Explainer, as_explainer
+
+    method = config.get("method") if isinstance(config.get("method"), dict) else {}
+    trained = method.get("explainer")
+    k = method.get("k") if isinstance(method.get("k"), int) else None
+    groups = None
+    if args.groups:
+        if getattr(ds, "groups", None) is None:
+            raise ValueError(f"--groups: dataset {name!r} has no feature groups (tabular only)")
+        groups = ds.groups
+    if args.explainer is None and isinstance(trained, dict):
+        options = {**trained, "output": "logit"}
+        if groups is not None:
+            options.pop("groups", None)
+            return Explainer(**options, groups=groups), k, True
+        try:
+            return as_explainer(options), k, True
+        except ValueError as err:
+            raise ValueError(
+                f"the run's explainer {trained!r} can not be rebuilt ({err}); pass --explainer"
+            ) from None
+    return Explainer(args.explainer or "grad", groups=groups), k, False
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Attack a saved run's explanations and print accuracy, P@k, faithfulness, locality and
     thickness."""
     from r2et._io import atomic_write_json
     from r2et.attacks import create_attack
     from r2et.evaluation import evaluate
-    from r2et.explain import Explainer
     from r2et.runs import load_run
 
     device = check_device_arg("--device", args.device)
@@ -37,13 +72,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run, trust_factory=args.trust_factory)
     name, ds = run_dataset(run.config, args)
     eps = args.eps if args.eps is not None else ds.default_eps
-    groups = None
-    if args.groups:
-        if ds.groups is None:
-            raise ValueError(f"--groups: dataset {name!r} has no feature groups (tabular only)")
-        groups = ds.groups
-    ex = Explainer(args.explainer, groups=groups)
-    k = check_k_arg("--k", args.k if args.k is not None else ds.default_k, ds, ex)
+    ex, trained_k, as_trained = explainer_of_run(run.config, args, ds, name)
+    k = args.k if args.k is not None else trained_k if trained_k is not None else ds.default_k
+    k = check_k_arg("--k", k, ds, ex)
+    groups = ex.config().get("groups")
     bounds = None if args.no_box else ds.bounds
     options = {"norm": args.norm, "bounds": bounds, "seed": args.seed}
     options.update(steps=args.steps, preset=args.preset)
@@ -64,12 +96,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     out = Path(args.run) / f"evaluation_{args.split}.json"
-    atomic_write_json(out, res)
-    unit = f"{len(groups)} attribute groups" if groups else "features"
+    atomic_write_json(out, {**res, "explainer": ex.config()})
+    unit = f"{len(set(groups))} attribute groups" if groups is not None else "features"
     box = "inside the data box" if bounds is not None else "no data box"
+    how = ", as the run was trained" if as_trained else ""
     print(
         f"{name} ({args.split}): accuracy {res['accuracy']:.4f} on all {res['n_split']} rows; "
-        f"explanations of the first {res['n']} ({args.explainer} saliency, top-{k} of {unit})"
+        f"explanations of the first {res['n']} ({ex.method} saliency{how}, top-{k} of {unit})"
     )
     for a, vals in res.get("attacks", {}).items():
         what = f"preset {vals['preset']}" if "preset" in vals else f"steps={args.steps}"
