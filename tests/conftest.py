@@ -93,3 +93,29 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("R2ET_CACHE", str(cache))
     monkeypatch.delenv("R2ET_DATA", raising=False)
     return cache
+
+
+#: A benchmark grid that runs in seconds (2 methods, 1 seed, 1 epoch, 16 inputs, fast ensemble).
+TINY_BENCH_TOML = """
+datasets = ["breast-cancer"]
+methods = ["vanilla", "r2et-noh"]
+seeds = [0]
+threads = 1
+
+[pretrain]
+epochs = 1
+batch_size = 64
+
+[finetune]
+epochs = 1
+batch_size = 64
+
+[evaluate]
+n = 16
+steps = 2
+preset = "fast"
+budgets = [1.0]
+budget_preset = "fast"
+thickness_samples = 1
+thickness_steps = 1
+"""

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_BENCH_TOML
 
 from r2et.bench import ResultStore, load_config, run_bench
 from r2et.bench.report import results_table
@@ -23,28 +24,10 @@ from r2et.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = """
-datasets = ["breast-cancer"]
-methods = ["vanilla", "r2et-noh"]
-seeds = [0]
-threads = 1
-
-[pretrain]
-epochs = 1
-batch_size = 64
-
-[finetune]
-epochs = 1
-batch_size = 64
-
-[evaluate]
-n = 8
-steps = 2
-preset = "fast"
-budgets = []
-thickness_samples = 1
-thickness_steps = 1
-"""
+#: The shared tiny grid with 8 inputs and no budget curve.
+TINY = TINY_BENCH_TOML.replace("n = 16", "n = 8").replace(
+    'budgets = [1.0]\nbudget_preset = "fast"', "budgets = []"
+)
 _CELL = ("dataset", "method", "weight_name", "weight", "seed")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_BENCH_TOML
 
 from r2et import Explainer, build_model, evaluate, fit, get_method, load_dataset
 from r2et._io import FolderLock, FolderLockedError, atomic_write_bytes, is_temp_name
@@ -24,31 +25,9 @@ from r2et.bench.store import ResultStore
 from r2et.cli import main
 from r2et.train import load_model_into, load_run, save_run
 
+TINY = TINY_BENCH_TOML
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = """
-datasets = ["breast-cancer"]
-methods = ["vanilla", "r2et-noh"]
-seeds = [0]
-threads = 1
-
-[pretrain]
-epochs = 1
-batch_size = 64
-
-[finetune]
-epochs = 1
-batch_size = 64
-
-[evaluate]
-n = 16
-steps = 2
-preset = "fast"
-budgets = [1.0]
-budget_preset = "fast"
-thickness_samples = 1
-thickness_steps = 1
-"""
 
 
 def _mlp(seed: int = 0, n_in: int = 30) -> torch.nn.Module:

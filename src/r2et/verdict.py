@@ -104,6 +104,7 @@ def explanation_verdict(
     top_share: float | None,
     distinct_per_100: float | None,
     gain_ci: Sequence[float] | None,
+    gain: float | None = None,
 ) -> dict[str, Any]:
     """The collapse and faithfulness verdict (see the module docstring).
 
@@ -113,7 +114,9 @@ def explanation_verdict(
 
     * ``collapsed``: ``top_share >= COLLAPSE_TOP_SHARE`` or ``distinct_per_100 <
       COLLAPSE_DISTINCT_PER_100`` (of those given); None when both are None;
-    * ``faithful``: ``gain_ci[0] > 0``; None when ``gain_ci`` is None;
+    * ``faithful``: ``gain_ci[0] > 0``; without an interval, ``gain > 0`` for a bare mean
+      ``gain`` (results stored before the interval existed; the text says so); None when
+      neither is given;
     * ``flags``: the raised flags, a sublist of ``["collapsed", "unfaithful"]``;
     * ``text``: one line a person can read, e.g. ``"local: 12% of inputs share the most common
       top-k set (64 distinct sets per 100 inputs); faithful: deletion gain 0.051 [0.041,
@@ -131,12 +134,22 @@ def explanation_verdict(
         collapsed = (top_share is not None and top_share >= COLLAPSE_TOP_SHARE) or (
             distinct_per_100 is not None and distinct_per_100 < COLLAPSE_DISTINCT_PER_100
         )
-    faithful = None if gain_ci is None else bool(gain_ci[0] > 0)
+    if gain is not None and (isinstance(gain, bool) or not isinstance(gain, (int, float))):
+        raise ValueError(f"gain must be a number or None, got {gain!r}")
+    if gain_ci is not None:
+        faithful: bool | None = bool(gain_ci[0] > 0)
+        faith_text = _faithful_text(faithful, *gain_ci)
+    elif gain is not None:
+        faithful = bool(gain > 0)
+        word = "faithful" if faithful else "unfaithful"
+        faith_text = f"{word}: deletion gain {gain:.3f} (no interval stored)"
+    else:
+        faithful, faith_text = None, "faithfulness not computed"
     flags = [f for f, on in (("collapsed", collapsed), ("unfaithful", faithful is False)) if on]
     texts = [
         "locality not computed"
         if collapsed is None
         else _locality_text(collapsed, top_share, distinct_per_100),
-        "faithfulness not computed" if gain_ci is None else _faithful_text(faithful, *gain_ci),
+        faith_text,
     ]
     return {"collapsed": collapsed, "faithful": faithful, "flags": flags, "text": "; ".join(texts)}

@@ -215,6 +215,25 @@ def missing_members(obj: Any) -> list[str]:
     return missing if callable(obj) else [*missing, "__call__"]
 
 
+class SingleAttack:
+    """The :class:`Attack` members every built-in single attack shares (the ensemble sets its
+    own): ``k``, ``eps``, ``norm``, ``steps`` and ``bounds`` set in ``__init__``, the attacked
+    explainer stored as ``ex`` and read as ``explainer``, and no preset."""
+
+    ex: Any
+    k: int
+    eps: float
+    norm: str
+    steps: int
+    bounds: tuple[Any, Any] | None
+    preset: str | None = None  # not an ensemble preset
+
+    @property
+    def explainer(self) -> Any:
+        """The explainer whose top-k is attacked (``ex``)."""
+        return self.ex
+
+
 def check_attack(obj: Any, what: str = "attack") -> Attack:
     """``obj`` unchanged when it satisfies :class:`Attack`; else one-line ``ValueError``
     naming what it lacks (``what``: how the message names it)."""

@@ -69,7 +69,7 @@ from r2et.attacks._common import (
     rowwise,
     to_caller,
 )
-from r2et.attacks.base import AttackResult
+from r2et.attacks.base import AttackResult, SingleAttack
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 
 # re-exported; the loop reads them from r2et.attacks.trajectories (patch them there)
@@ -148,7 +148,7 @@ def resolve_surrogate(
     return surrogate_beta if relu else None
 
 
-class ExplanationPGD:
+class ExplanationPGD(SingleAttack):
     """Projected-gradient attack on an explanation's top-k (see the module docstring).
 
     Minimises the objective ``objective`` (:func:`~r2et.attacks.objectives.list_objectives`) of
@@ -189,19 +189,6 @@ class ExplanationPGD:
     name = "pgd"
     default_objective = "er-next"
     default_schedule = "apgd"
-
-    # the r2et.attacks.Attack protocol (r2et.attacks.base): set in __init__
-    k: int
-    eps: float
-    norm: str
-    steps: int
-    bounds: tuple[Any, Any] | None
-    preset: str | None = None  # not an ensemble preset
-
-    @property
-    def explainer(self) -> Explainer:
-        """The explainer whose top-k is attacked (``ex``)."""
-        return self.ex
 
     def __init__(
         self,

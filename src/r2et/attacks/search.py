@@ -48,7 +48,7 @@ from r2et.attacks._common import (
     take_rows,
     to_caller,
 )
-from r2et.attacks.base import AttackResult
+from r2et.attacks.base import AttackResult, SingleAttack
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
 from r2et.attacks.pgd import check_explainer, check_skip
 from r2et.explain import Explainer, as_explainer, repeat_batch
@@ -66,23 +66,10 @@ def square_schedule(p_init: float, t: int, steps: int) -> float:
     return p_init / 2 ** sum(frac > h for h in _HALVINGS)
 
 
-class _QueryAttack:
+class _QueryAttack(SingleAttack):
     """Shared constructor and bookkeeping of the gradient-free attacks."""
 
     name = "query"
-
-    # the r2et.attacks.Attack protocol (r2et.attacks.base): set in __init__
-    k: int
-    eps: float
-    norm: str
-    steps: int
-    bounds: tuple[Any, Any] | None
-    preset: str | None = None  # not an ensemble preset
-
-    @property
-    def explainer(self) -> Explainer:
-        """The explainer whose top-k is attacked (``ex``)."""
-        return self.ex
 
     def __init__(
         self,

@@ -103,14 +103,10 @@ def setting_of(row: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def seed_is_faithful(row: dict[str, Any]) -> bool:
-    """Is the row's deletion gain distinguishable from 0: ``deletion_gain_ci_low > 0`` (the
-    lower end of the interval of the mean gain), or, for a row stored without the interval,
-    ``deletion_gain > 0``; False when neither is a number."""
-    low = _number(row.get("deletion_gain_ci_low"))
-    if low is not None:
-        return low > 0
-    gain = _number(row.get("deletion_gain"))
-    return gain is not None and gain > 0
+    """Is the row's deletion gain distinguishable from 0 (:func:`row_verdict`):
+    ``deletion_gain_ci_low > 0`` (the lower end of the interval of the mean gain), or, for a
+    row stored without the interval, ``deletion_gain > 0``; False when neither is a number."""
+    return row_verdict(row)["faithful"] is True
 
 
 def _seeds(rows: list[dict[str, Any]]) -> str:
@@ -205,18 +201,7 @@ def row_verdict(row: dict[str, Any]) -> dict[str, Any]:
         per_100 = 100.0 * distinct / n if distinct is not None and n else None
     low, high = _number(row.get("deletion_gain_ci_low")), _number(row.get("deletion_gain_ci_high"))
     ci = (low, high) if low is not None and high is not None else None
-    out = explanation_verdict(share, per_100, ci)
-    gain = _number(row.get("deletion_gain"))
-    if ci is None and gain is not None:
-        faithful = gain > 0
-        word = "faithful" if faithful else "unfaithful"
-        out["faithful"] = faithful
-        if not faithful:
-            out["flags"] = [*out["flags"], "unfaithful"]
-        out["text"] = out["text"].replace(
-            "faithfulness not computed", f"{word}: deletion gain {gain:.3f} (no interval stored)"
-        )
-    return out
+    return explanation_verdict(share, per_100, ci, _number(row.get("deletion_gain")))
 
 
 def verdict_cell(rows: list[dict[str, Any]]) -> str:
