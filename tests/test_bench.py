@@ -311,8 +311,19 @@ def test_rule_changes_and_grown_grids_resume_without_recomputing(full_run, tmp_p
     assert cell_stamps(stricter) == stamps and calls == []
     assert [r["key"] for r in again] == [r["key"] for r in rows]
 
+    # a config that leaves the explanation out ranked gradient columns in earlier versions and
+    # the dataset's own explanation now: no earlier digest is accepted for it
+    assert runner._legacy_digests(cfg.to_dict()) == ()
+    # with the explanation named (breast-cancer's own is the gradient over columns, so the
+    # stored cells are what this config computes), earlier versions' cells are accepted
+    named = cfg.to_dict()
+    named["evaluate"] = {**named["evaluate"], "explainer": "grad", "groups": False}
+    cfg = BenchConfig.from_dict(named)
     legacy_folder = tmp_path / "legacy"
     shutil.copytree(out, legacy_folder)
+    stored = json.loads((legacy_folder / "config.json").read_text())
+    stored["evaluate"] = {**stored["evaluate"], "explainer": "grad", "groups": False}
+    (legacy_folder / "config.json").write_text(json.dumps(stored))
     legacy = runner._legacy_digests(cfg.to_dict())[0]
     new = config_digest(runner._comparable(cfg.to_dict()))
     assert legacy != new
@@ -322,7 +333,7 @@ def test_rule_changes_and_grown_grids_resume_without_recomputing(full_run, tmp_p
         p.write_text(json.dumps(old_row).replace(rows[0]["config_sha256"], legacy))
     (legacy_folder / "cells.digested").unlink()
     pre = legacy_folder / "pretrain" / "breast-cancer__seed0" / "config.json"
-    pre.write_text(pre.read_text().replace(new, legacy))
+    pre.write_text(pre.read_text().replace(rows[0]["config_sha256"], legacy))
     weights = pre.parent / "model.safetensors"
     weights_stamp = weights.stat().st_mtime_ns
     grown = BenchConfig.from_dict({**cfg.to_dict(), "methods": ["vanilla", "r2et-noh", "sp"]})
@@ -387,7 +398,7 @@ def test_the_bench_can_rank_attributes(tmp_path):
             "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 256},
             "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 256},
             "evaluate": {"n": 12, "steps": 3, "preset": "fast", "budgets": [], "groups": True,
-                         "thickness_samples": 1, "thickness_steps": 2},
+                         "explainer": "grad", "thickness_samples": 1, "thickness_steps": 2},
             "datasets_options": {"compas": {"k": 4}},
         }
     )  # fmt: skip

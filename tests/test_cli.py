@@ -46,7 +46,7 @@ def test_train_evaluate_explain_round_trip(tmp_path, capsys):
                 "train",
                 "breast-cancer",
                 "--method",
-                "r2et",
+                "r2et-paper",
                 "--epochs",
                 "2",
                 "--out",
@@ -103,7 +103,8 @@ def test_listing_commands(capsys):
     assert [line.split()[0] for line in listing][:3] == ["vanilla", "wd", "sp"]
     from r2et import list_methods
 
-    assert len(listing) == len(list_methods()) == 16  # the paper's 11, 4 R2ET variants, r2et-cert
+    # the paper's 11 (r2et-paper among them), r2et, r2et-data, 4 more variants, r2et-cert
+    assert len(listing) == len(list_methods()) == 18
 
 
 def test_version_and_defaults_in_help(capsys):

@@ -164,7 +164,8 @@ def test_adult_counts_names_and_labels() -> None:
     # the file counts: val is carved from adult.data, so train + val == 32,561
     assert len(ds.train[0]) + len(ds.val[0]) == 32561
     assert len(ds.test[0]) == 16281
-    assert ds.n_features == 108 and ds.input_shape == (108,) and ds.default_k == 8
+    assert ds.n_features == 108 and ds.input_shape == (108,) and ds.default_k == 4
+    assert ds.default_explainer == {"method": "grad_x_input", "groups": ds.groups}
     assert ds.feature_names[:6] == [
         "age",
         "fnlwgt",
@@ -249,7 +250,7 @@ def test_bank_counts() -> None:
     assert int(_all_y(ds).sum()) == sum(line.endswith(";yes") for line in text[1:]) == 5289
     assert ds.n_features == 7 + 12 + 3 + 4 + 2 + 2 + 2 + 3 + 12 + 4 == 51
     assert {"balance", "job=management", "month=may", "poutcome=unknown"} <= set(ds.feature_names)
-    assert ds.default_k == 8
+    assert ds.default_k == 4 and ds.default_explainer["groups"] == ds.groups  # 16 attributes
 
 
 @requires_data
@@ -296,7 +297,7 @@ def test_compas_propublica_filters() -> None:
     assert len(kept) == 6172 == len(_all_y(ds))
     assert int(_all_y(ds).sum()) == sum(r[col["two_year_recid"]] == "1" for r in kept)
     assert "race=African-American" in ds.feature_names and "c_charge_degree=F" in ds.feature_names
-    assert ds.n_features == 7 + 2 + 6 + 3 + 2 and ds.default_k == 8
+    assert ds.n_features == 7 + 2 + 6 + 3 + 2 and ds.default_k == 4  # 11 attributes
 
 
 # ----------------------------------------------------------------------------- images
@@ -637,7 +638,7 @@ def test_csv_loader(tmp_path: Path) -> None:
     assert ds.name == "pets" and ds.n_classes == 3 and ds.modality == "tabular"
     assert ds.info["classes"] == ["bird", "cat", "dog"]
     assert ds.feature_names == ["height", "score", "colour=blue", "colour=green", "colour=red"]
-    assert len(_all_y(ds)) == 200 and ds.default_k == 4
+    assert len(_all_y(ds)) == 200 and ds.default_k == 2  # 3 attributes: k in 1..2
     # stratified: round(0.2 * n_c) of bird/cat/dog = 66/67/67 rows
     assert torch.bincount(ds.test[1]).tolist() == [13, 13, 13]
     assert torch.bincount(ds.val[1]).tolist() == [7, 7, 7]

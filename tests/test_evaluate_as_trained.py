@@ -55,5 +55,8 @@ def test_a_run_trained_on_attributes_is_scored_on_attributes(tmp_path, capsys) -
     out_json, out = evaluate_json(run, capsys)
     assert out_json["explainer"]["groups"] == ex.config()["groups"]
     assert f"{len(ds.groups)} attribute groups" in out
-    out_json, out = evaluate_json(run, capsys, "--explainer", "grad")
+    out_json, out = evaluate_json(run, capsys, "--explainer", "grad", "--unit", "column")
     assert "groups" not in out_json["explainer"] and "features" in out
+    out_json, out = evaluate_json(run, capsys, "--explainer", "grad_x_input")  # the run's unit
+    assert out_json["explainer"]["groups"] == ex.config()["groups"]
+    assert "grad_x_input saliency, top-" in out and "as the run was trained" not in out

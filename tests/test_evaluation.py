@@ -211,7 +211,7 @@ def test_adult_smoke():
         "mse": MSEAttack(ex, 8, 0.2, **kw),
         "random": RandomNoiseAttack(ex, 8, 0.2, **kw),
     }
-    out = evaluate(model, ds, ex, attacks=attacks, n=128, thickness_radius=0.2, batch_size=64)
+    out = evaluate(model, ds, ex, k=8, attacks=attacks, n=128, thickness_radius=0.2, batch_size=64)
     assert out["n"] == 128 and out["k"] == 8 and out["accuracy"] > 0.75
     ps = {name: e["p_at_k_mean"] for name, e in out["attacks"].items()}
     assert ps["er"] < ps["random"]

@@ -294,7 +294,7 @@ def test_edge_attacks_keep_prediction_and_budget(
 def test_r2et_trains_on_edges(edge_case: tuple[Any, nn.Module]) -> None:
     ds, model = edge_case
     x, y, kw = ds.subset("train", 16)
-    method = get_method("r2et", k=5, lam=1.0, h=0.2)
+    method = get_method("r2et-paper", k=5, lam=1.0, h=0.2)
     loss, logs = method.loss(model, x, y, **kw)
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     assert math.isfinite(float(loss.detach())) and {"ce", "gap", "hess"} <= set(logs)

@@ -36,6 +36,8 @@ DESIGN_ORDER = [
     "ssr",
     "at",
     "r2et",
+    "r2et-paper",
+    "r2et-data",
     "r2et-mm",
     "r2et-noh",
     "r2et-mm-noh",
@@ -160,8 +162,8 @@ def test_optimizer_kwargs():
         (("r2et",), {"k": 0}, "k must be"),
         (("r2et",), {"k": 2.5}, "k must be"),
         (("r2et",), {"k": 8, "lam": -1.0}, "lam"),
-        (("r2et",), {"k": 8, "mu": float("nan")}, "mu"),
-        (("r2et",), {"k": 8, "h": 0.0}, "h"),
+        (("r2et-paper",), {"k": 8, "mu": float("nan")}, "mu"),
+        (("r2et-paper",), {"k": 8, "h": 0.0}, "h"),
         (("wd",), {"weight_decay": -0.1}, "weight_decay"),
         (("sp",), {"beta": 0}, "beta"),
         (("ssr",), {"alpha": 1.5}, "alpha"),
@@ -374,7 +376,7 @@ def test_adaptive_weight_is_lam_ce_plus_one_over_term_detached():
     assert adapt.config()["hyperparameters"]["adaptive"] is True
     assert plain.config()["hyperparameters"]["adaptive"] is False
     # two terms, each scaled to the loss: CE - lam (CE+1) sign(gap) + mu (CE+1)
-    loss2, logs2 = get_method("r2et", k=3, lam=0.7, mu=0.2, adaptive=True).loss(model, x, y)
+    loss2, logs2 = get_method("r2et-paper", k=3, lam=0.7, mu=0.2, adaptive=True).loss(model, x, y)
     ce2 = logs2["ce"]
     expected = ce2 - 0.7 * (ce2 + 1) * (1 if logs2["gap"] > 0 else -1) + 0.2 * (ce2 + 1)
     assert float(loss2.detach()) == pytest.approx(expected, rel=1e-9)
@@ -425,7 +427,7 @@ def test_est_h_approaches_the_hessian_vector_norm():
     assert errors[0] > errors[2] > errors[3]
 
 
-@pytest.mark.parametrize("name", ["r2et", "r2et-mm"])
+@pytest.mark.parametrize("name", ["r2et-paper", "r2et-mm"])
 def test_r2et_loss_is_ce_gap_and_normalised_finite_difference(name):
     model, x, y = make_mlp(), _x((6, 10)), _labels(6)
     h, lam, mu = 0.3, 0.2, 0.7
@@ -440,7 +442,7 @@ def test_r2et_loss_is_ce_gap_and_normalised_finite_difference(name):
     s = g.abs()
     sn = s / s.mean(1, keepdim=True)
     mask = topk_mask(s.detach(), 3)
-    if name == "r2et":
+    if name == "r2et-paper":
         gap = (sn * mask).sum(1) / 3 - (sn * ~mask).sum(1) / 7
     else:
         gap = torch.stack([r[mk].min() - r[~mk].max() for r, mk in zip(sn, mask)])
@@ -695,7 +697,9 @@ def test_rows_name_their_terms():
         "exact-h": (ExactHessian,),
         "ssr": (CEWeight, SmoothedGeometry),
         "at": (AdversarialPoint, RankingGap),
-        "r2et": (RankingGap, FiniteDifferenceHessian),
+        "r2et": (RankingGap,),
+        "r2et-paper": (RankingGap, FiniteDifferenceHessian),
+        "r2et-data": (RankingGap, FiniteDifferenceHessian),
         "r2et-mm": (RankingGap, FiniteDifferenceHessian),
         "r2et-noh": (RankingGap,),
         "r2et-mm-noh": (RankingGap,),

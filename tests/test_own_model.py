@@ -266,7 +266,8 @@ def test_fit_trains_a_model_in_its_own_dtype(dtype):
     y = (x[:, 0] - x[:, 1] > 0).long()
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
     # lr 1e-2: bfloat16 weights (8-bit mantissa) round away most Adam steps of 1e-3
-    res = r2et.fit(model, r2et.get_method("r2et", k=2), (x, y), epochs=15, lr=1e-2, progress=False)
+    method = r2et.get_method("r2et-paper", k=2)
+    res = r2et.fit(model, method, (x, y), epochs=15, lr=1e-2, progress=False)
     assert next(res.model.parameters()).dtype == dtype
     with torch.no_grad():
         acc = (res.model(x.to(dtype)).argmax(1) == y).float().mean()

@@ -222,8 +222,8 @@ def test_the_rule_text_states_every_condition() -> None:
 
 
 def _report_rows() -> list[dict[str, Any]]:
-    """r2et's best admissible setting: mean distinct sets 32 per 100 >= half of vanilla's 60,
-    but seed 1 alone has 4 per 100 and 90% of its inputs share one top-k set: collapsed."""
+    """r2et's best setting by P@k: mean distinct sets 32 per 100 >= half of vanilla's 60, but
+    seed 1 alone has 4 per 100 and 90% of its inputs share one top-k set: collapsed."""
     rows = [_row("vanilla", None, s, 0.40) for s in (0, 1)]
     rows += [
         _row("r2et", 1.0, 0, 0.90, distinct=60, share=0.05),
@@ -236,7 +236,15 @@ def _report_rows() -> list[dict[str, Any]]:
 
 def test_the_report_marks_a_collapsed_selected_row(tmp_path) -> None:
     rows = _report_rows()
-    cfg = BenchConfig(datasets=["d"], methods=["vanilla", "r2et"], seeds=[0, 1])
+    default = BenchConfig(datasets=["d"], methods=["vanilla", "r2et"], seeds=[0, 1])
+    chosen = select(rows, **rule_of(default))[("d", "r2et")]
+    assert chosen["setting"] == ("lam", 0.1)  # the mean of distinct sets must not hide seed 1
+    lam1 = select([r for r in rows if r["weight"] != 0.1], **rule_of(default))[("d", "r2et")]
+    assert not lam1["admissible"] and "collapsed explanation (seed 1)" in lam1["failed"]
+    # with the locality condition off the collapsed setting is selected, and marked
+    cfg = BenchConfig(
+        datasets=["d"], methods=["vanilla", "r2et"], seeds=[0, 1], min_distinct_ratio=None
+    )
     assert select(rows, **rule_of(cfg))[("d", "r2et")]["setting"] == ("lam", 1.0)
     table = write_report(tmp_path, rows, cfg)
     report = (tmp_path / "report.md").read_text()
@@ -266,8 +274,9 @@ def test_plots_draw_collapsed_cells_hollow(tmp_path, monkeypatch) -> None:
     rows = _report_rows()
     plots.plot_stability_vs_faithfulness(rows, tmp_path / "s.png", ["vanilla", "r2et"])
     plots.plot_accuracy_vs_patk(rows, tmp_path / "a.png", ["vanilla", "r2et"])
+    # the locality condition off, so that the collapsed setting is the one drawn
     plots.plot_budget_curves(rows, 0.02, tmp_path / "b.png", ["vanilla", "r2et"], **{
-        k: v for k, v in DEFAULT.items() if k != "max_acc_drop"
+        **{k: v for k, v in DEFAULT.items() if k != "max_acc_drop"}, "min_distinct_ratio": None
     })  # fmt: skip
     for fig in saved:
         labels = [t.get_text() for t in fig.legends[0].get_texts()]

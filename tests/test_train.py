@@ -123,7 +123,7 @@ def test_fit_is_seeded_and_leaves_the_global_rng_alone():
 
 def test_fit_max_batches_and_method_objects():
     ds = _synthetic()
-    method = get_method("r2et", k=3)
+    method = get_method("r2et-paper", k=3)
     calls = []
     original = method.loss
 
@@ -198,7 +198,7 @@ def test_fit_sp_trains_a_softplus_copy():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_checkpoint_round_trip_is_bit_exact(tmp_path, dtype):
     ds = _synthetic()
-    res = fit(_model(), get_method("r2et", k=3), ds, epochs=1, progress=False)
+    res = fit(_model(), get_method("r2et-paper", k=3), ds, epochs=1, progress=False)
     model = res.model.to(dtype)
     metrics = {"accuracy": 0.91, "nan": float("nan"), "nested": {"p": [0.5, 1.0]}}
     save_run(tmp_path / "run", model, res.config, metrics, dataset=ds)
@@ -215,7 +215,7 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, dtype):
     x = ds.split("test")[0].to(dtype)
     assert torch.equal(model(x), run.model(x))
     assert run.config["model"] == model.r2et_spec
-    assert run.config["method"]["name"] == "r2et"
+    assert run.config["method"]["name"] == "r2et-paper"
     assert run.config["method"]["hyperparameters"]["lam"] == 0.01
     assert run.config["dataset"]["name"] == "synthetic" and run.config["seed"] == 0
     assert set(run.config["versions"]) == {"r2et", "torch"}

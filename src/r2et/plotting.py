@@ -11,6 +11,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from r2et.explain import group_index  # noqa: E402
+
+
+def unit_labels(ds: Any, x: torch.Tensor, groups: Any = None) -> list[str]:
+    """A readable label per ranked unit of one tabular row ``x``: ``"column = value"`` for
+    columns; with ``groups`` (one list of columns per attribute, ``ds.groups`` order) the
+    attribute's name (``groups`` in any form :func:`r2et.explain.group_index` takes) with the
+    row's own category (the one-hot column that is set, named
+    ``attribute=category``) or its numeric value (``sd``: in standard deviations from the
+    training mean, as r2et's table encoder stores it) — never a category the row does not
+    have."""
+    row = x.detach().cpu().flatten()
+    sd = " sd" if "preprocessing" in getattr(ds, "info", {}) else ""  # standardised numbers
+
+    def number(name: str, i: int) -> str:
+        return f"{name} = {float(row[i]):.2f}" + ("" if "=" in name else sd)
+
+    if groups is None:
+        return [number(n, i) for i, n in enumerate(ds.feature_names)]
+    gid = group_index(groups, row.numel())
+    groups = [torch.nonzero(gid == g).flatten().tolist() for g in range(int(gid.max()) + 1)]
+    names = ds.group_names or [f"attribute {g}" for g in range(len(groups))]
+    out = []
+    for name, cols in zip(names, groups):
+        if len(cols) == 1:
+            out.append(number(name, cols[0]))
+            continue
+        j = cols[int(row[list(cols)].argmax())]
+        column = ds.feature_names[j]
+        category = column.split("=", 1)[1] if "=" in column else column
+        out.append(f"{name} = {category}")
+    return out
+
 
 def plot_explanation(
     ds: Any,
@@ -20,11 +53,14 @@ def plot_explanation(
     out: str | Path,
     title: str = "",
     mask: torch.Tensor | None = None,
+    groups: Any = None,
 ) -> Path:
     """Save a PNG of one input's saliency ``scores`` (F,) with its top-k features highlighted.
 
     Images: the input beside the saliency heat map, top-k pixels circled. Tabular data: the
-    2k most important features as bars (top-k in orange) with their names and input values.
+    2k most important units as bars (top-k in orange) named by :func:`unit_labels`: a column
+    with the input's value, or with ``groups`` (scores per attribute) the attribute with the
+    row's own category or value.
     Graphs: the saliency of each real node (padded nodes left out), top-k in orange.
     """
     out = Path(out)
@@ -52,9 +88,11 @@ def plot_explanation(
         else:
             order = scores.argsort(descending=True).tolist()
             idx = order[: min(len(order), 2 * k)]
-        names = [ds.feature_names[i] for i in idx]
         if ds.modality == "tabular":
-            names = [f"{n} = {float(x.flatten()[i]):.2f}" for n, i in zip(names, idx)]
+            labels = unit_labels(ds, x, groups)
+            names = [labels[i] for i in idx]
+        else:
+            names = [ds.feature_names[i] for i in idx]
         colors = ["tab:orange" if i in top else "tab:blue" for i in idx]
         fig, ax = plt.subplots(figsize=(7, 0.28 * len(idx) + 1.2))
         ax.barh(range(len(idx)), [float(scores[i]) for i in idx], color=colors)

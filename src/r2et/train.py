@@ -25,7 +25,7 @@ from torch import nn
 from r2et._checks import check_choice, check_int, check_positive
 from r2et.data.custom import as_dataset
 from r2et.evaluation import evaluate
-from r2et.methods import TrainingMethod, get_method
+from r2et.methods import TrainingMethod, get_method, method_row
 from r2et.runs import (  # re-exported: run folders lived here first
     CONFIG_FILE,
     MAX_BUILD_CALLS,
@@ -235,7 +235,10 @@ def fit(
     validation split; use :func:`r2et.data.from_tensors` to give your own val split).
 
     ``method`` is a :class:`~r2et.methods.TrainingMethod` or a name (then built with
-    ``k=ds.default_k``). The model is first passed through ``method.prepare`` (``sp`` returns a
+    ``k=ds.default_k``, the dataset's explanation, ``ds.default_explainer``: on a table
+    with categorical attributes, gradient × input per attribute, and the hyperparameters it
+    suggests, ``ds.default_params``). The model is first passed
+    through ``method.prepare`` (``sp`` returns a
     Softplus copy; other methods train ``model`` in place), moved to ``device`` (None: where
     its parameters already are, so a model is never moved behind your back; floating inputs
     are cast to the model's dtype, so ``bfloat16``/``float16`` models train) and trained for
@@ -315,9 +318,28 @@ def fit(
     return TrainResult(model, history, best.epoch, best.accuracy, spe, config)
 
 
+def method_explanation(method: str, ds: Any) -> dict[str, Any]:
+    """``get_method`` keywords for the explanation that suits ``ds``: ``{"explainer":
+    config}``, the dataset's :attr:`~r2et.data.Dataset.default_explainer` (rule, options and
+    units) explaining the method's own output (``method_row(method).output``); empty for data
+    without one."""
+    spec = getattr(ds, "default_explainer", None)
+    if not isinstance(spec, dict):
+        return {}
+    return {"explainer": {**spec, "output": method_row(method).output}}
+
+
+def method_defaults(method: str, ds: Any) -> dict[str, Any]:
+    """The hyperparameters ``ds`` suggests for ``method`` (``ds.default_params``; one-hot
+    tables: ``r2et``'s lam 0.3), empty when it suggests none."""
+    params = getattr(ds, "default_params", None)
+    return dict(params.get(method, {})) if isinstance(params, dict) else {}
+
+
 def _resolve_method(method: TrainingMethod | str, ds: Any) -> TrainingMethod:
     if isinstance(method, str):
-        return get_method(method, k=ds.default_k)
+        kw = {**method_explanation(method, ds), **method_defaults(method, ds)}
+        return get_method(method, k=ds.default_k, **kw)
     if not isinstance(method, TrainingMethod):
         raise ValueError(
             f"method must be a TrainingMethod or a method name, got {type(method).__name__}"

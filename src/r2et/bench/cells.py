@@ -144,7 +144,7 @@ def evaluate_cell(
     from r2et.explain import Explainer
 
     groups = ranked_units(ds, ev)
-    ex = Explainer(ev.get("explainer", "grad"), groups=groups)
+    ex = Explainer(explainer_rule(ds, ev), groups=groups)
     n, steps = int(ev["n"]), int(ev["steps"])
     bounds = ds.bounds if ev.get("box", True) else None
     preset = ev.get("preset", "standard")
@@ -181,14 +181,16 @@ def evaluate_cell(
 
 
 def method_params(
-    cell: dict[str, Any], opts: dict[str, Any], ev: dict[str, Any], units: Any
+    cell: dict[str, Any], opts: dict[str, Any], ev: dict[str, Any], ds: Any
 ) -> dict[str, Any]:
-    """``get_method`` keywords of a cell: the dataset's ``params`` for its method, the cell's
-    weight, and the benchmark's explanation (``ev["explainer"]``, attribute ``units``), so
-    that every method trains on what is scored."""
-    params = dict(opts.get("params", {}).get(cell["method"], {}))
-    if "explainer" in ev:
-        params.setdefault("explainer", ev["explainer"])
+    """``get_method`` keywords of a cell: the hyperparameters the dataset suggests for its
+    method (``ds.default_params``), the configuration's ``params`` over them, the cell's
+    weight, and the benchmark's explanation on ``ds`` (:func:`explainer_rule`, its units
+    :func:`ranked_units`), so that every method trains on what is scored."""
+    suggested = getattr(ds, "default_params", {}).get(cell["method"], {})
+    params = {**suggested, **opts.get("params", {}).get(cell["method"], {})}
+    params.setdefault("explainer", explainer_rule(ds, ev))
+    units = ranked_units(ds, ev)
     if units is not None:
         params.setdefault("groups", units)
     if cell["weight"] is not None:
@@ -197,13 +199,28 @@ def method_params(
 
 
 def ranked_units(ds: Any, ev: dict[str, Any]) -> Any:
-    """The feature groups the benchmark ranks (``ev["groups"]``: the dataset's attributes), or
-    None for single features; ``ValueError`` for a dataset without groups."""
-    if not ev.get("groups"):
+    """The feature groups the benchmark ranks: ``ev["groups"]`` true, the dataset's attributes
+    (``ValueError`` for a dataset without them); false, single features (None); ``"auto"``
+    (the default), the dataset's explanation's unit (``ds.default_explainer``: the attributes
+    of a table with categorical attributes)."""
+    choice = ev.get("groups", "auto")
+    if choice == "auto":
+        return getattr(ds, "default_explainer", {}).get("groups")
+    if not choice:
         return None
     if ds.groups is None:
         raise ValueError(f"evaluate.groups: dataset {ds.name!r} has no feature groups")
     return ds.groups
+
+
+def explainer_rule(ds: Any, ev: dict[str, Any]) -> str:
+    """The attribution every method trains on and is scored with: ``ev["explainer"]``, or for
+    ``"auto"`` (the default) the dataset's (``ds.default_explainer``: gradient x input on a
+    table with categorical attributes, else the gradient)."""
+    rule = ev.get("explainer", "auto")
+    if rule == "auto":
+        return str(getattr(ds, "default_explainer", {}).get("method", "grad"))
+    return str(rule)
 
 
 def _other_explainers(
@@ -221,6 +238,8 @@ def _other_explainers(
     out: dict[str, Any] = {}
     n = int(ev.get("explainer_n", ev["n"]))
     for name in ev.get("explainers", []):
+        if name == explainer_rule(ds, ev):
+            continue  # the benchmark's own explanation, measured above
         kw = {"seed": seed} if name == "smoothgrad" else {}
         ex = Explainer(name, groups=ranked_units(ds, ev), **kw)
         atk = create_attack("ensemble", ex, k, eps, bounds=bounds, preset=preset, seed=seed)
@@ -257,7 +276,7 @@ def _cell_task(
     k, eps, opts = dataset_settings(cfg, ds)
     model = model_from_bytes(pretrained)
     ev = {**cfg.evaluate, **opts.get("evaluate", {})}
-    method = get_method(cell["method"], k=k, **method_params(cell, opts, ev, ranked_units(ds, ev)))
+    method = get_method(cell["method"], k=k, **method_params(cell, opts, ev, ds))
     ft = {**cfg.finetune, **opts.get("finetune", {})}
     t0 = time.perf_counter()
     res = fit(

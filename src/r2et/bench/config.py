@@ -49,10 +49,12 @@ class BenchConfig:
     ``box`` (attacks stay inside the data's valid box), ``steps`` of the paper's ERAttack and
     MSEAttack (reported beside it), ``budgets`` (multiples of eps for the P@k-versus-budget
     curve, measured with the ``budget_preset`` ensemble), ``explainer`` (optional, default
-    ``"grad"``: the registered explainer every method trains on and is scored with, e.g.
-    ``"grad_x_input"`` on one-hot tabular data), ``groups`` (optional, default false: rank the
-    dataset's attribute groups, ``ds.groups``, instead of columns, in training and evaluation
-    alike; ``k`` then counts attributes), ``explainers`` (optional: other
+    ``"auto"``: the registered explainer every method trains on and is scored with; auto is
+    the dataset's, ``ds.default_explainer``: ``"grad_x_input"`` on a table with categorical
+    attributes, else ``"grad"``), ``groups`` (optional, default ``"auto"``, the dataset's
+    explanation's unit: the attributes of a table with categorical attributes; true: rank the
+    dataset's attribute groups, ``ds.groups``; false: single columns; in training and
+    evaluation alike; ``k`` counts the ranked units), ``explainers`` (optional: other
     explainers, e.g. ``["smoothgrad", "ig", "grad_x_input"]``, each attacked through itself by
     the same ensemble on the first ``explainer_n`` inputs: explainer generalisation),
     ``attacks`` (optional, default :data:`BENCH_ATTACKS`: the registered attacks, see
@@ -277,6 +279,8 @@ def _check_section(sec: str, table: Any, complete: bool = False, where: str = ""
         elif key in ("preset", "budget_preset"):
             if val not in list_presets():
                 raise ValueError(f"{name}={val!r} is not a preset; allowed: {list_presets()}")
+        elif key == "groups" and val == "auto":
+            pass  # the dataset's explanation's unit (ranked_units)
         elif key in ("box", "groups"):
             if not isinstance(val, bool):
                 raise ValueError(f"{name} must be true or false, got {val!r}")
@@ -290,14 +294,15 @@ def _check_section(sec: str, table: Any, complete: bool = False, where: str = ""
         elif key == "explainer":  # the explanation every method trains and is scored on
             from r2et.explain import list_explainers
 
-            if val not in list_explainers():
+            if val != "auto" and val not in list_explainers():
                 raise ValueError(
-                    f"{name}={val!r} is not an explainer; allowed: {list_explainers()}"
+                    f"{name}={val!r} is not an explainer; allowed: auto (the dataset's), "
+                    f"{list_explainers()}"
                 )
         elif key == "explainers":  # explainer generalisation: other saliency methods
             from r2et.explain import list_explainers
 
-            main = table.get("explainer", "grad")
+            main = table.get("explainer", "auto")  # auto: the dataset's rule is skipped per cell
             others = [e for e in list_explainers() if e != main]
             if not isinstance(val, list) or len(set(val)) != len(val):
                 raise ValueError(f"{name} must be a list of distinct explainers from {others}")

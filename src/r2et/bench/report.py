@@ -298,9 +298,19 @@ def evaluation_text(ev: dict[str, Any]) -> str:
         if ev.get("box", True)
         else "without a data box (only the eps-ball)"
     )
+    rule, groups = ev.get("explainer", "auto"), ev.get("groups", "auto")
+    if rule == "auto":
+        what = (
+            "each dataset's own explanation (gradient x input per attribute on tables with "
+            "categorical attributes, else the gradient)"
+        )
+    else:
+        what = f"`{rule}` saliency"
+    if groups is True or groups is False:
+        what += " ranked per attribute" if groups else " ranked per column"
     return (
-        f"Evaluation: first {ev['n']} test inputs (accuracy on the whole test split), gradient "
-        "(logit) saliency, k per dataset, l_inf budget eps per dataset, attacks "
+        f"Evaluation: first {ev['n']} test inputs (accuracy on the whole test split), {what} "
+        "of the logit, k per dataset (in ranked units), l_inf budget eps per dataset, attacks "
         f"{box}, prediction kept. Stability is P@k (top-k overlap before/after) under the "
         f"`{ev.get('preset', 'standard')}` ensemble attack (per input, the lowest P@k over its "
         f"members: APGD on several objectives, scales and surrogate betas, and a gradient-free "
@@ -375,7 +385,8 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
     rule = rule_of(cfg)
     acc, ratio, local = rule["max_acc_drop"], rule["min_deletion_ratio"], rule["min_distinct_ratio"]
     faithful = rule["require_faithful"]
-    main = cfg.evaluate.get("explainer", "grad")
+    main = cfg.evaluate.get("explainer", "auto")
+    main = "own" if main == "auto" else main
     table = results_table(
         rows, acc, cfg.methods, ratio, min_distinct_ratio=local, require_faithful=faithful
     )

@@ -29,6 +29,7 @@ from r2et._io import (
 from r2et.bench.cells import (  # noqa: F401 - the tasks, importable from here as before
     cell_task,
     evaluate_cell,
+    explainer_rule,
     flatten_metrics,
     method_params,
     pretrain_task,
@@ -89,11 +90,16 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """The settings that change a cell's results: not where or how fast they are computed, not
     which cells the grid holds, nor the selection rule (applied to stored cells when the report
     is written). ``evaluate.attacks`` equal to the default (:data:`BENCH_ATTACKS`) is left out:
-    it computes what a configuration without the key computes, and has the same digest."""
+    it computes what a configuration without the key computes, and has the same digest.
+    ``evaluate.explainer`` and ``evaluate.groups`` left out enter as ``"auto"`` (the dataset's
+    explanation), which earlier versions did not have: their cells ranked gradient columns."""
     out = {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + SELECTION_KEYS + GRID_KEYS}
     ev = out.get("evaluate")
-    if isinstance(ev, dict) and ev.get("attacks") == list(BENCH_ATTACKS):
-        out["evaluate"] = {k: v for k, v in ev.items() if k != "attacks"}
+    if isinstance(ev, dict):
+        ev = {"explainer": "auto", "groups": "auto", **ev}
+        if ev.get("attacks") == list(BENCH_ATTACKS):
+            ev = {k: v for k, v in ev.items() if k != "attacks"}
+        out["evaluate"] = ev
     return out
 
 
@@ -102,7 +108,12 @@ def _legacy_digests(cfg: dict[str, Any]) -> tuple[str, ...]:
     threads and models, and but the selection settings they did not have,
     ``min_distinct_ratio`` and ``require_faithful``): the cells and pre-trained models they
     wrote for it stay valid. The left-out keys only select among stored cells, whatever their
-    value."""
+    value. A configuration that leaves ``evaluate.explainer`` or ``evaluate.groups`` out has
+    none: earlier versions ranked gradient columns for it, now it ranks the dataset's own
+    explanation."""
+    ev = cfg.get("evaluate")
+    if isinstance(ev, dict) and not {"explainer", "groups"} <= set(ev):
+        return ()
     newer = ("min_distinct_ratio", "require_faithful")
     old = {k: v for k, v in cfg.items() if k not in _NOT_RESULTS + newer}
     return (config_digest(old),)
@@ -140,7 +151,7 @@ def check_grid(cfg: BenchConfig) -> None:
             units = ranked_units(ds, ev)
         except ValueError as err:
             raise ValueError(f"dataset {name!r}: {err}") from None
-        ex = Explainer("grad", groups=units)
+        ex = Explainer(explainer_rule(ds, ev), groups=units)
         n_units = int(ex.unit_index(tuple(ds.input_shape)).max()) + 1
         try:
             check_k(k, n_units)
@@ -153,7 +164,7 @@ def check_grid(cfg: BenchConfig) -> None:
             if cell["dataset"] != name:
                 continue
             try:
-                get_method(cell["method"], k=k, **method_params(cell, opts, ev, units))
+                get_method(cell["method"], k=k, **method_params(cell, opts, ev, ds))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"dataset {name!r}, method {cell['method']!r}: {err}") from None
 

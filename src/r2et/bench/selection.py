@@ -64,7 +64,8 @@ def selection_rule_text(
         ""
         if min_distinct_ratio is None
         else f" and whose mean number of distinct top-k sets among the evaluated inputs is at "
-        f"least {min_distinct_ratio:g} times vanilla's (no constant explanation)"
+        f"least {min_distinct_ratio:g} times vanilla's with no seed's explanation collapsed "
+        "(no constant explanation)"
     )
     reference = (
         " Vanilla is the reference: when its own deletion gain is not distinguishable from 0 "
@@ -127,7 +128,9 @@ def select(
 
     A setting is admissible when, with means over its seeds and vanilla's,
     ``acc >= acc_vanilla - max_acc_drop``; ``distinct >= min_distinct_ratio *
-    distinct_vanilla`` (distinct top-k sets, the locality check; skipped when None); and for
+    distinct_vanilla`` (distinct top-k sets, the locality check; skipped when None) and, with
+    it, no seed's explanation collapsed (:func:`is_collapsed`; vanilla, the reference, is
+    exempt); and for
     the deletion gain (faithfulness): with ``require_faithful``, every seed's gain is
     distinguishable from 0 (:func:`seed_is_faithful`) and, when ``gain_vanilla > 0``, ``gain >=
     min_deletion_ratio * gain_vanilla`` (skipped when None), so that vanilla with a gain that is
@@ -171,6 +174,9 @@ def select(
                 need = min_distinct_ratio * ref_distinct
                 if math.isnan(distinct) or distinct < need - 1e-12:
                     failed.append(f"distinct top-k sets below {min_distinct_ratio:g} of vanilla's")
+                collapsed = [r for r in rs if is_collapsed(r)]
+                if collapsed and method != "vanilla":  # a mean must not hide a collapsed seed
+                    failed.append(f"collapsed explanation ({_seeds(collapsed)})")
             patk = -1.0 if math.isnan(patk) else patk
             scored.append((not failed, patk, acc, setting, rs, failed))
         admissible = [s for s in scored if s[0]]

@@ -17,6 +17,7 @@ from r2et.cli.args import (
     POS_INT,
     SEED,
     THREADS,
+    UNITS,
     add_data_args,
     text_arg,
 )
@@ -49,6 +50,16 @@ def _explainers() -> list[str]:
     from r2et.explain import list_explainers
 
     return list_explainers()
+
+
+def add_unit_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--unit`` of a command (:data:`r2et.cli.args.UNITS`); ``what`` says what auto is."""
+    parser.add_argument(
+        "--unit",
+        default="auto",
+        choices=UNITS,
+        help=f"rank table attributes (one-hot columns summed) or single columns (auto: {what})",
+    )
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -126,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=POS_INT, default=None, help="top-k size (default: the dataset's)")
     t.add_argument("--weight", type=NONNEG_FLOAT, default=None, help="the method's main weight")
     t.add_argument(
+        "--explainer",
+        default=None,
+        choices=_explainers(),
+        help="the explanation trained (default: the dataset's: gradient x input on tables with "
+        "categorical attributes, else grad)",
+    )
+    add_unit_arg(t, "the dataset's: attributes of a table with categorical attributes")
+    t.add_argument(
         "--param",
         action="append",
         metavar="KEY=VALUE",
@@ -198,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--groups",
         action="store_true",
-        help="rank tabular attributes (one-hot columns of one attribute summed) not columns "
-        "(default: as the run was trained)",
+        help="the same as --unit attribute",
     )
+    add_unit_arg(e, "as the run was trained")
     e.add_argument("--norm", default="linf", choices=["linf", "l2"])
     e.add_argument(
         "--k", type=POS_INT, default=None, help="default: the run's k, else the dataset's"
@@ -267,7 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--index", type=NONNEG_INT, default=0, help="row of the split to explain")
     x.add_argument("--split", default="test", choices=["train", "val", "test"])
     x.add_argument("--k", type=POS_INT, default=None)
-    x.add_argument("--explainer", default="grad", choices=_explainers())
+    x.add_argument(
+        "--explainer",
+        default=None,
+        choices=_explainers(),
+        help="default: the explanation the run was trained on",
+    )
+    add_unit_arg(x, "as the run was trained")
     x.add_argument("--out", type=text_arg, default="saliency.png")
     add_data_args(x, reload=True)
     x.add_argument(

@@ -136,6 +136,27 @@ def add_data_args(parser: argparse.ArgumentParser, reload: bool = False) -> None
         )
 
 
+#: ``--unit``: what a command ranks; ``auto`` is the dataset's explanation (attributes of a
+#: table with categorical attributes, else features).
+UNITS = ("auto", "attribute", "column")
+
+
+def unit_groups(unit: str, ds: Any, default: Any) -> Any:
+    """The feature groups a command ranks for ``--unit``: ``auto`` ``default`` (the dataset's
+    or the run's unit), ``attribute`` the dataset's attributes (``ds.groups``; refused for data
+    without them), ``column`` None (single features)."""
+    if unit == "column":
+        return None
+    if unit == "attribute":
+        if getattr(ds, "groups", None) is None:
+            raise ValueError(
+                f"--unit attribute: dataset {getattr(ds, 'name', '?')!r} has no attributes "
+                "(tabular data only)"
+            )
+        return ds.groups
+    return default
+
+
 def check_device_arg(flag: str, device: str | None) -> Any:
     """``--device`` checked up front (None stays None: the default device)."""
     if device is None:
@@ -181,4 +202,41 @@ def check_k_arg(flag: str, k: int, ds: Any, ex: Any = None) -> int:
     except ValueError:
         raise ValueError(
             f"{flag}={k} is outside 1..{n_units - 1} ({ds.name} explanations rank {n_units} units)"
+        ) from None
+
+
+def explainer_of_run(
+    config: dict, args: argparse.Namespace, ds: object, name: str
+) -> tuple[Any, int | None, bool]:
+    """The explainer ``r2et evaluate`` (and ``r2et explain``) scores, the run's ``k`` (None
+    when it has none) and whether the explainer is the run's own.
+
+    Without ``--explainer``, the explanation the run was trained on: its method's explainer
+    (``config["method"]["explainer"]``: rule, its options and the unit, columns or attribute
+    groups), explaining the logit (a loss-gradient explainer, as est-h trains on, explains the
+    loss of the label, not the prediction); a run without one: the dataset's explanation
+    (``ds.default_explainer``). ``--explainer NAME`` scores that rule instead, on the run's
+    unit. ``--unit attribute`` (or ``--groups``) ranks the dataset's attributes,
+    ``--unit column`` single columns, either way."""
+    from r2et.explain import as_explainer
+
+    method = config.get("method") if isinstance(config.get("method"), dict) else {}
+    trained = method.get("explainer")
+    k = method.get("k") if isinstance(method.get("k"), int) else None
+    unit = "attribute" if getattr(args, "groups", False) else getattr(args, "unit", "auto")
+    if not isinstance(trained, dict):  # a run without a method explainer: the dataset's
+        trained, k = dict(getattr(ds, "default_explainer", None) or {"method": "grad"}), None
+    options = {**trained, "output": "logit"}
+    if args.explainer is not None:
+        options = {"method": args.explainer, "output": "logit", "groups": trained.get("groups")}
+    options["groups"] = unit_groups(unit, ds, options.get("groups"))
+    same_unit = options["groups"] == trained.get("groups")
+    if options["groups"] is None:
+        options.pop("groups")
+    own = args.explainer is None and same_unit and isinstance(method.get("explainer"), dict)
+    try:
+        return as_explainer(options), k if same_unit else None, own
+    except ValueError as err:
+        raise ValueError(
+            f"the run's explainer {trained!r} can not be rebuilt ({err}); pass --explainer"
         ) from None

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from r2et.cli.args import check_device_arg, check_k_arg, probe_writable, run_dataset
+from r2et.cli.args import (
+    check_device_arg,
+    check_k_arg,
+    explainer_of_run,
+    probe_writable,
+    run_dataset,
+)
 
 
 def _num(v: float | None) -> str:
@@ -20,41 +25,6 @@ def _verdict_line(verdict: dict) -> str:
     ``WARNING:`` when a flag (collapsed, unfaithful) is raised."""
     warn = "WARNING: " if verdict["flags"] else ""
     return f"  {warn}verdict: {verdict['text']}"
-
-
-def explainer_of_run(
-    config: dict, args: argparse.Namespace, ds: object, name: str
-) -> tuple[Any, int | None, bool]:
-    """The explainer ``r2et evaluate`` scores, the run's ``k`` (None when it has none) and
-    whether the explainer is the run's own.
-
-    Without ``--explainer``, the explanation the run was trained on: its method's explainer
-    (``config["method"]["explainer"]``: rule, its options and the unit, columns or attribute
-    groups), explaining the logit (a loss-gradient explainer, as est-h trains on, explains the
-    loss of the label, not the prediction). ``--explainer NAME`` scores that rule instead, on
-    columns unless ``--groups``; ``--groups`` ranks the dataset's attributes either way."""
-    from r2et.explain import Explainer, as_explainer
-
-    method = config.get("method") if isinstance(config.get("method"), dict) else {}
-    trained = method.get("explainer")
-    k = method.get("k") if isinstance(method.get("k"), int) else None
-    groups = None
-    if args.groups:
-        if getattr(ds, "groups", None) is None:
-            raise ValueError(f"--groups: dataset {name!r} has no feature groups (tabular only)")
-        groups = ds.groups
-    if args.explainer is None and isinstance(trained, dict):
-        options = {**trained, "output": "logit"}
-        if groups is not None:
-            options.pop("groups", None)
-            return Explainer(**options, groups=groups), k, True
-        try:
-            return as_explainer(options), k, True
-        except ValueError as err:
-            raise ValueError(
-                f"the run's explainer {trained!r} can not be rebuilt ({err}); pass --explainer"
-            ) from None
-    return Explainer(args.explainer or "grad", groups=groups), k, False
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

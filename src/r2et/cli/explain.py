@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from r2et.cli.args import check_k_arg, probe_writable, run_dataset
+from r2et.cli.args import check_k_arg, explainer_of_run, probe_writable, run_dataset
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Save a PNG of one input and its saliency with the top-k features highlighted."""
     from r2et._checks import check_finite_model
-    from r2et.explain import Explainer
-    from r2et.plotting import plot_explanation
+    from r2et.plotting import plot_explanation, unit_labels
     from r2et.runs import load_run
 
     probe_writable("--out", Path(args.out), "file")
@@ -26,11 +25,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from r2et._kwargs import take_rows
 
     kw = take_rows(kw, idx, len(x))
-    ex = Explainer(args.explainer)
-    k = check_k_arg("--k", args.k if args.k is not None else ds.default_k, ds, ex)
+    ex, trained_k, _ = explainer_of_run(run.config, args, ds, name)
+    k = args.k if args.k is not None else trained_k if trained_k is not None else ds.default_k
+    k = check_k_arg("--k", k, ds, ex)
     model = run.model.eval()
     scores = ex.scores(model, x[idx], **kw)[0].detach()
     pred = int(model(x[idx], **kw).argmax(1))
+    groups = ex.config().get("groups")
     path = plot_explanation(
         ds,
         x[idx][0],
@@ -39,6 +40,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         args.out,
         title=f"{name} {args.split}[{args.index}]: label {int(y[args.index])}, predicted {pred}",
         mask=kw.get("mask"),
+        groups=groups,
     )
+    if ds.modality == "tabular":
+        labels = unit_labels(ds, x[idx][0], groups)
+        order = scores.argsort(descending=True).tolist()[:k]
+        print(f"top-{k} ({ex.method}, {'attributes' if groups else 'columns'}):")
+        for rank, i in enumerate(order, 1):
+            print(f"  {rank}. {labels[i]}  ({float(scores[i]):.4g})")
     print(f"-> {path}")
     return 0

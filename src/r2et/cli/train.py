@@ -4,8 +4,32 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from r2et.cli.args import check_k_arg, parse_data_params, parse_params, probe_writable
+from r2et.cli.args import (
+    check_k_arg,
+    parse_data_params,
+    parse_params,
+    probe_writable,
+    unit_groups,
+)
+
+
+def train_explanation(args: argparse.Namespace, ds: object) -> dict[str, Any]:
+    """``get_method`` keywords of the explanation ``r2et train`` trains: the dataset's
+    (``ds.default_explainer``, of the method's output) unless ``--explainer`` names another
+    rule or ``--unit`` another unit."""
+    from r2et.methods import method_row
+    from r2et.train import method_explanation
+
+    output = method_row(args.method).output
+    spec = method_explanation(args.method, ds).get(
+        "explainer", {"method": "grad", "output": output}
+    )
+    if args.explainer is not None:
+        spec["method"] = args.explainer
+    spec["groups"] = unit_groups(args.unit, ds, spec.get("groups"))
+    return {"explainer": spec}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -16,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from r2et.methods import get_method, method_row
     from r2et.models import build_model, count_model_parameters
     from r2et.runs import check_replaceable, load_run, save_run
-    from r2et.train import fit
+    from r2et.train import fit, method_defaults
 
     probe_writable("--out", Path(args.out), "folder")
     out = Path(args.out)
@@ -31,6 +55,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = check_device("--device", args.device)  # None: CUDA when available
     params = parse_params(args.param)
+    if "groups" in params:
+        raise ValueError("--param groups=... is not allowed; use --unit attribute or column")
+    if "explainer" in params:  # the older spelling of --explainer
+        if args.explainer is not None:
+            raise ValueError("give the explainer once: --explainer or --param explainer=...")
+        args.explainer = params.pop("explainer")
     model_params = parse_params(args.model_param, "--model-param")
     for key in ("name", "input_shape", "n_classes"):
         if key in model_params:
@@ -47,12 +77,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_params = parse_data_params(args)
     ds = load_dataset(args.dataset, seed=args.seed, **data_params)
     k = check_k_arg("--k" if args.k is not None else "k", k if k is not None else ds.default_k, ds)
+    if args.weight is not None and method_row(args.method).weight_name is None:
+        raise ValueError(f"method {args.method!r} has no weight; drop --weight")
+    params = {**method_defaults(args.method, ds), **params}  # the data's suggestion first
     if args.weight is not None:
-        wname = method_row(args.method).weight_name
-        if wname is None:
-            raise ValueError(f"method {args.method!r} has no weight; drop --weight")
-        params[wname] = args.weight
-    method = get_method(args.method, k=k, **params)
+        params[method_row(args.method).weight_name] = args.weight
+    method = get_method(args.method, k=k, **train_explanation(args, ds), **params)
     if args.pretrained:
         run = load_run(args.pretrained, trust_factory=args.trust_factory)
         model = run.model

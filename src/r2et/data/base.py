@@ -63,6 +63,15 @@ class Dataset:
     ``eps`` is the dataset's attack budget (None: the modality's, see :attr:`default_eps`).
     ``default_fit`` holds :func:`~r2et.fit` defaults that suit the data (``epochs``,
     ``batch_size``), used where the caller gives none; small tables get more, smaller steps.
+    ``default_explainer`` is the explanation that suits the data, as :class:`~r2et.Explainer`
+    keywords (:meth:`explainer` builds it), and ``default_k`` counts its units: the logit
+    gradient over features (``{"method": "grad"}``) by default; for a table with a categorical
+    (one-hot) attribute, gradient × input ranked per attribute (``{"method": "grad_x_input",
+    "groups": groups}``, see ``docs/faithfulness.md``). Training, attacks, evaluation and
+    ``r2et explain`` use it unless told otherwise. ``default_params`` maps a training method's
+    name to hyperparameters that suit the data (one-hot tables: ``{"r2et": {"lam": 0.3}}``),
+    used by :func:`~r2et.fit` with a method name, ``r2et train`` and the bench wherever the
+    caller sets none.
     """
 
     name: str
@@ -85,6 +94,8 @@ class Dataset:
     deletion_baseline: float | torch.Tensor | None = None
     default_fit: dict[str, Any] = field(default_factory=dict)
     eps: float | None = None
+    default_explainer: dict[str, Any] = field(default_factory=lambda: {"method": "grad"})
+    default_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bounds is not None:  # an empty or non-finite box is refused where it is set
@@ -98,6 +109,14 @@ class Dataset:
         modality's :data:`DEFAULT_EPS` (what ``r2et evaluate`` and ``r2et bench`` use unless
         told otherwise)."""
         return float(self.eps) if self.eps is not None else DEFAULT_EPS[self.modality]
+
+    def explainer(self, output: str = "logit", **overrides: Any) -> Any:
+        """The :class:`~r2et.Explainer` of :attr:`default_explainer` explaining ``output``
+        (``"logit"``, ``"prob"``, ``"loss"``); ``overrides`` replace its keywords, e.g.
+        ``method="grad"`` or ``groups=None`` (rank single columns)."""
+        from r2et.explain import Explainer
+
+        return Explainer(**{**self.default_explainer, "output": output, **overrides})
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -9,23 +9,46 @@ from typing import Any, ClassVar
 
 import torch
 
+from r2et._checks import check_choice
+from r2et.explain import Explainer
 from r2et.methods.base import AffineTerm, Step, Term
-from r2et.methods.saliency import input_hessian
+from r2et.methods.saliency import graph_attribution, input_hessian
 
 
 @dataclass(frozen=True)
 class FiniteDifferenceHessian(AffineTerm):
-    """``R = mean_n ‖(g(x + h v) − g(x)) / h‖₂`` (log ``hess``, weight ``mu``) with
-    ``v = sign(g(x))`` (detached), an l_inf-unit direction, so ``h`` is an l_inf step: the
-    finite-difference Hessian norm along the gradient sign (Est-H). ``g(x)`` is the step's
-    saliency, ``g(x + h v)`` costs one more gradient (no logits). With a ``normalize`` other
-    than ``"none"`` (read when the row has it) each difference is divided by ``‖g(x)‖₂``
-    (scale-free, like the gap). ``t`` is the mean difference norm, ``a = 1/h``."""
+    """``R = mean_n ‖(q(x + h v) − q(x)) / h‖₂`` (log ``hess``, weight ``mu``): a
+    finite-difference input-Hessian norm with an l_inf step ``h`` along a unit direction ``v``.
 
+    The paper's form (Est-H; the defaults ``direction="sign"``, ``on="attribution"``):
+    ``v = sign(a(x))`` (detached) and ``q = a`` the step's attribution, so ``q(x)`` is the
+    step's saliency and ``q(x + h v)`` costs one more gradient (no logits).
+
+    ``direction="data"``: ``v_n = (x_{n+1} − x_n) / ‖x_{n+1} − x_n‖_∞``, the direction from
+    ``x_n`` towards the next input of the batch (:func:`data_direction`; batches are shuffled,
+    so the partner is another random input every epoch; a batch of one, or a row equal to its
+    neighbour, falls back to ``sign``): the probe stays in the span of the data (on one-hot
+    columns it moves weight from the category a person has to another person's) instead of
+    raising every absent category at once.
+    ``on="gradient"``: ``q = ∂f_c/∂x``, the curvature of the model itself, whatever the
+    attribution rule (with ``grad`` it is the step's saliency; with another rule one more
+    gradient at ``x``). With ``on="attribution"`` and an attribution ``x ⊙ g``, the term also
+    penalises ``h v ⊙ g``, i.e. the attribution's dependence on the input itself.
+
+    With a ``normalize`` other than ``"none"`` (read when the row has it) each difference is
+    divided by ``‖q(x)‖₂`` (scale-free, like the gap). ``t`` is the mean difference norm,
+    ``a = 1/h``."""
+
+    direction: str = "sign"
+    on: str = "attribution"
     name: ClassVar[str] = "hess"
     weight_key: ClassVar[str | None] = "mu"
     uses_saliency: ClassVar[bool] = True
     second_order: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_choice("direction", self.direction, ("sign", "data"))
+        check_choice("on", self.on, ("attribution", "gradient"))
 
     def defaults(self) -> dict[str, Any]:
         return {"mu": 0.1, "h": 0.3}
@@ -35,11 +58,44 @@ class FiniteDifferenceHessian(AffineTerm):
 
     def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
         h, attr = step.hp["h"], step.attribution
-        x2 = torch.add(step.x.detach(), torch.sign(attr.detach()), alpha=h)
-        diff = (step.attribution_at(x2) - attr).flatten(1).norm(dim=1)
+        x = step.x.detach()
+        if self.on == "gradient" and step.explainer.method != "grad":
+            q0 = graph_attribution(_gradient_of(step.explainer), step.model, x, step.target,
+                                   step.fkw, False)[2]  # fmt: skip
+        else:
+            q0 = attr
+        v = torch.sign(attr.detach())
+        if self.direction == "data":
+            v = data_direction(x, v)
+        x2 = torch.add(x, v, alpha=h)
+        if q0 is attr:
+            q2 = step.attribution_at(x2)
+        else:
+            q2 = graph_attribution(_gradient_of(step.explainer), step.model, x2, step.target,
+                                   step.fkw, False)[2]  # fmt: skip
+        diff = (q2 - q0).flatten(1).norm(dim=1)
         if step.hp.get("normalize", "none") != "none":
-            diff = diff / attr.flatten(1).norm(dim=1).clamp_min(1e-12)
+            diff = diff / q0.flatten(1).norm(dim=1).clamp_min(1e-12)
         return diff.mean(), 1.0 / h, 0.0
+
+
+def data_direction(x: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """``v_n = (x_{n+1} − x_n) / ‖x_{n+1} − x_n‖_∞`` (cyclic: the last input points at the
+    first), the l_inf-unit direction from each input towards the next one of its batch;
+    ``fallback`` (shaped like ``x``) for a batch of one and for rows equal to their neighbour.
+    Deterministic given the batch: :func:`r2et.fit` shuffles the batches every epoch, so the
+    pairs change from epoch to epoch."""
+    if x.shape[0] < 2:
+        return fallback
+    d = (x.roll(-1, 0) - x).flatten(1)
+    scale = d.abs().amax(1, keepdim=True)
+    v = torch.where(scale > 0, d / scale.clamp_min(torch.finfo(d.dtype).tiny), fallback.flatten(1))
+    return v.view_as(x)
+
+
+def _gradient_of(ex: Any) -> Any:
+    """The plain gradient explainer with ``ex``'s output (``∂f_c/∂x``)."""
+    return Explainer("grad", output=ex.output, fast=ex.fast)
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,24 @@ for _name, _row in {
         "lam",
     ),
     "r2et": MethodRow(
-        "CE + lam * (-top-k gap) + mu * est-h term",
+        "CE + lam * (-top-k gap) on the data's own explanation, no Hessian term (on one-hot "
+        "tables every Hessian probe tried bought stability with locality); lam 0.03, a "
+        "dataset may suggest its own (one-hot tables: 0.3)",
+        (RankingGap(),),
+        {**_NOH_DEFAULTS, "lam": 0.03},
+        "lam",
+    ),
+    "r2et-paper": MethodRow(
+        "the paper's R2ET: CE + lam * (-top-k gap) + mu * est-h term along sign(attribution)",
         (RankingGap(), FiniteDifferenceHessian()),
         _R2ET_DEFAULTS,
+        "lam",
+    ),
+    "r2et-data": MethodRow(
+        "CE + lam * (-top-k gap) + mu * finite-difference curvature of the model's gradient "
+        "towards the next input of the batch (a data direction, not sign(a))",
+        (RankingGap(), FiniteDifferenceHessian(direction="data", on="gradient")),
+        {**_R2ET_DEFAULTS, "lam": 0.3},
         "lam",
     ),
     "r2et-mm": MethodRow(
