@@ -211,6 +211,8 @@ def test_cli_train_evaluate_explain_share_the_attribute_unit(tmp_path, capsys):
     assert "as the run was trained, top-4 of 20 attribute groups" in out
     assert main([*evaluate, "--unit", "column"]) == 0
     assert "top-4 of features" in capsys.readouterr().out
+    assert main([*evaluate, "--unit", "attribute"]) == 0  # the run's own unit, named
+    assert "as the run was trained, top-4 of 20 attribute groups" in capsys.readouterr().out
     png = tmp_path / "x.png"
     assert main(["explain", str(run), "--index", "3", "--out", str(png)]) == 0
     out = capsys.readouterr().out

@@ -230,7 +230,7 @@ def explainer_of_run(
     if args.explainer is not None:
         options = {"method": args.explainer, "output": "logit", "groups": trained.get("groups")}
     options["groups"] = unit_groups(unit, ds, options.get("groups"))
-    same_unit = options["groups"] == trained.get("groups")
+    same_unit = _group_ids(options["groups"]) == _group_ids(trained.get("groups"))
     if options["groups"] is None:
         options.pop("groups")
     own = args.explainer is None and same_unit and isinstance(method.get("explainer"), dict)
@@ -240,3 +240,11 @@ def explainer_of_run(
         raise ValueError(
             f"the run's explainer {trained!r} can not be rebuilt ({err}); pass --explainer"
         ) from None
+
+
+def _group_ids(groups: Any) -> list[int] | None:
+    """Feature groups in one form (a group id per column; None for single features), so that
+    a run's stored groups and a dataset's column lists compare equal when they are the same."""
+    from r2et.explain import group_index
+
+    return None if groups is None else group_index(groups).tolist()
