@@ -19,13 +19,9 @@ def train_explanation(args: argparse.Namespace, ds: object) -> dict[str, Any]:
     """``get_method`` keywords of the explanation ``r2et train`` trains: the dataset's
     (``ds.default_explainer``, of the method's output) unless ``--explainer`` names another
     rule or ``--unit`` another unit."""
-    from r2et.methods import method_row
     from r2et.train import method_explanation
 
-    output = method_row(args.method).output
-    spec = method_explanation(args.method, ds).get(
-        "explainer", {"method": "grad", "output": output}
-    )
+    spec = dict(method_explanation(args.method, ds)["explainer"])  # CLI data: always a Dataset
     if args.explainer is not None:
         spec["method"] = args.explainer
     spec["groups"] = unit_groups(args.unit, ds, spec.get("groups"))

@@ -59,21 +59,21 @@ class FiniteDifferenceHessian(AffineTerm):
     def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
         h, attr = step.hp["h"], step.attribution
         x = step.x.detach()
-        if self.on == "gradient" and step.explainer.method != "grad":
-            q0 = graph_attribution(_gradient_of(step.explainer), step.model, x, step.target,
-                                   step.fkw, False)[2]  # fmt: skip
+        if self.on == "attribution" or step.explainer.method == "grad":
+            q0, q_at = attr, step.attribution_at  # the step's own saliency is the probed one
         else:
-            q0 = attr
+            gradient = _gradient_of(step.explainer)
+
+            def q_at(point: torch.Tensor) -> torch.Tensor:
+                return graph_attribution(gradient, step.model, point, step.target, step.fkw, False)[
+                    2
+                ]
+
+            q0 = q_at(x)
         v = torch.sign(attr.detach())
         if self.direction == "data":
             v = data_direction(x, v)
-        x2 = torch.add(x, v, alpha=h)
-        if q0 is attr:
-            q2 = step.attribution_at(x2)
-        else:
-            q2 = graph_attribution(_gradient_of(step.explainer), step.model, x2, step.target,
-                                   step.fkw, False)[2]  # fmt: skip
-        diff = (q2 - q0).flatten(1).norm(dim=1)
+        diff = (q_at(torch.add(x, v, alpha=h)) - q0).flatten(1).norm(dim=1)
         if step.hp.get("normalize", "none") != "none":
             diff = diff / q0.flatten(1).norm(dim=1).clamp_min(1e-12)
         return diff.mean(), 1.0 / h, 0.0
