@@ -101,7 +101,15 @@ def main(argv: list[str] | None = None) -> int:
                         or json.loads(result.read_text())["attacks"]["ensemble"].get("preset")
                         != a.preset
                     ):
-                        r2et("evaluate", str(run), "--preset", a.preset, "--seed", seed)
+                        r2et(
+                            "evaluate",
+                            str(run),
+                            "--preset",
+                            a.preset,
+                            "--seed",
+                            seed,
+                            "--overwrite",
+                        )
             ev = {m: run / "evaluation_test.json" for m, run in runs.items()}
             if not all(f.exists() for f in ev.values()):
                 continue

@@ -69,14 +69,19 @@ def _need(path: Path, how: str) -> Path:
 
 
 def _bench_methods(config: str) -> list[str]:
-    """The ``methods`` of a bench TOML under ``benchmarks/`` (the plots' legend order)."""
+    """The ``methods`` of a bench TOML under ``benchmarks/`` (the plots' legend order; each
+    method keeps its colour, marker and line style). Rows stored before the paper's R2ET was
+    renamed ``r2et-paper`` call it ``r2et``: that name takes its place in the order."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
 
     with (ROOT / "benchmarks" / config).open("rb") as fh:
-        return list(tomllib.load(fh)["methods"])
+        methods = list(tomllib.load(fh)["methods"])
+    if "r2et-paper" in methods and "r2et" not in methods:
+        methods.insert(methods.index("r2et-paper"), "r2et")
+    return methods
 
 
 # --- issue 10: R2ET's variants against AT (docs/results.md) --------------------------------

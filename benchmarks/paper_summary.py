@@ -214,38 +214,66 @@ def ranking_rows(dataset: str, sel: dict[str, dict[str, Any]]) -> list[str]:
     return [f"| {dataset} | {' | '.join(cells)} |"]
 
 
-def plot(per_dataset: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+def plot(per_dataset: dict[str, dict[str, dict[str, Any]]], path: Path) -> Any:
+    """Training cost against ensemble P@k of each method's selected setting, one panel per
+    dataset: the mean over seeds with error bars from the lowest to the highest seed in both
+    directions (cost: each seed's wall-clock seconds per epoch over vanilla's mean), one colour
+    and marker per method, hollow where no setting met the selection rule; P@k from 0. Saved
+    to ``path`` (written whole, then renamed); returns the figure (closed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from r2et.bench.plot_style import ensemble_label, legend_handles, method_styles, spread
 
     names = list(per_dataset)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-    colors = dict(zip(["vanilla", "at", *R2ET_VARIANTS], plt.cm.tab10.colors))
+    present = {m for sel in per_dataset.values() for m in sel}
+    order = [m for m in ("vanilla", "at", *R2ET_VARIANTS) if m in present]
+    styles = method_styles(order + sorted(present - set(order)))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.9), squeeze=False)
+    shown: set[str] = set()
+    hollow = False
     for ax, d in zip(axes[0], names):
         sel = per_dataset[d]
         van = stat(sel["vanilla"]["rows"], "train_seconds_per_epoch")[0]
+        every = [r for s in sel.values() for r in s["rows"]]
         for m, s in sel.items():
-            cost = stat(s["rows"], "train_seconds_per_epoch")[0] / van
-            p, p_sd = stat(s["rows"], STABILITY)
-            face = colors.get(m, "grey") if s["admissible"] else "none"
-            ax.errorbar(cost, p, yerr=p_sd, fmt="o", mfc=face, mec=colors.get(m, "grey"),
-                        ecolor=colors.get(m, "grey"), label=m, ms=7)  # fmt: skip
+            st = styles[m]
+            cost = spread(r.get("train_seconds_per_epoch", math.nan) / van for r in s["rows"])
+            p = spread(r.get(STABILITY) for r in s["rows"])
+            if cost[3] == 0 or p[3] == 0:
+                continue
+            face = st.color if s["admissible"] else "none"
+            ax.errorbar(cost[0], p[0], xerr=[[cost[0] - cost[1]], [cost[2] - cost[0]]],
+                        yerr=[[p[0] - p[1]], [p[2] - p[0]]], fmt=st.marker, mfc=face,
+                        mec=st.color, ecolor=st.color, elinewidth=0.9, capsize=2, ms=7,
+                        label=m)  # fmt: skip
+            shown.add(m)
+            hollow = hollow or not s["admissible"]
         ax.set_xscale("log")
         ax.set_title(d)
-        ax.set_xlabel("training s/epoch × vanilla")
+        ax.set_xlabel("training s/epoch (wall clock)\n÷ vanilla's")
+        if ax is axes[0][0]:
+            ax.set_ylabel(f"P@k under {ensemble_label(every)}\n(selected setting)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("ensemble P@k (selected setting)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.suptitle("Cost vs stability (hollow: no setting met the selection rule)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    handles = legend_handles(styles, shown, False, line=False)
+    if hollow:
+        handles.append(Line2D([], [], color="grey", marker="o", mfc="none", linestyle="none",
+                              label="hollow: no setting met the rule"))  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False)
+    fig.suptitle(
+        "Training cost versus stability of each method's selected setting (up and left is "
+        "better)\nmean over seeds; error bars: min–max over seeds"
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 0.93))
     tmp = path.with_name(f".{path.stem}.tmp.png")  # written whole, then renamed
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+    return fig
 
 
 def main() -> None:

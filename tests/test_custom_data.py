@@ -31,7 +31,7 @@ def test_from_tensors_defaults_and_val_carving():
     assert torch.equal(rows[rows[:, 0].argsort()], x[x[:, 0].argsort()])
     assert abs(ds.val[1].float().mean() - y.float().mean()) < 0.1
     assert ds.bounds is None and ds.default_model == {"name": "mlp", "hidden": [16]}
-    assert ds.default_fit == {"epochs": 200, "batch_size": 32}  # small table: about 4k steps
+    assert ds.default_fit == {"epochs": 200, "batch_size": 32}  # small table: 200 epochs cap
     img = from_tensors((torch.rand(40, 3, 16, 16), torch.arange(40) % 4))
     assert img.modality == "image" and img.n_features == 256 and img.n_classes == 4
     assert img.default_k == 12 and img.default_model == {"name": "cnn"}

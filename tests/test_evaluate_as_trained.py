@@ -14,7 +14,8 @@ from r2et.runs import save_run
 
 
 def evaluate_json(run, capsys, *extra: str) -> tuple[dict, str]:
-    argv = ["evaluate", str(run), "--preset", "fast", "--n", "12", "--no-progress", *extra]
+    argv = ["evaluate", str(run), "--preset", "fast", "--n", "12", "--no-progress", "--overwrite",
+            *extra]  # fmt: skip
     assert main(argv) == 0
     return json.loads((run / "evaluation_test.json").read_text()), capsys.readouterr().out
 

@@ -55,10 +55,13 @@ def test_keys_values_and_json():
     ds, model, ex = _dataset(), make_mlp(), Explainer("grad")
     out = evaluate(model, ds, ex, attacks=_attacks(ex, ds), thickness_radius=0.2)
     assert list(out) == [
-        "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "thickness",
-        "faithfulness", "locality", "verdict", "attacks", "seconds",
+        "n", "k", "split", "accuracy", "n_split", "majority_rate", "accuracy_evaluated",
+        "thickness", "faithfulness", "random_p_at_k", "locality", "verdict", "attacks", "seconds",
     ]  # fmt: skip
     assert (out["n"], out["k"], out["split"], out["n_split"]) == (40, 3, "test", 40)
+    y = ds.test[1].tolist()
+    assert out["majority_rate"] == max(y.count(c) for c in set(y)) / len(y)  # by hand
+    assert out["random_p_at_k"] == 3 / ds.n_features
     assert out["accuracy"] == out["accuracy_evaluated"]  # n=None: the whole split
     assert {"deletion_gain", "occlusion_agreement"} <= set(out["faithfulness"])
     assert {"distinct_topk_sets", "global_topk_p_at_k"} <= set(out["locality"])
@@ -101,8 +104,8 @@ def test_without_thickness_and_attacks_and_with_n():
     ds, model, ex = _dataset(), make_mlp(), Explainer("grad")
     out = evaluate(model, ds, ex, n=12, split="val", k=2, faithfulness=False)
     assert list(out) == [
-        "n", "k", "split", "accuracy", "n_split", "accuracy_evaluated", "locality", "verdict",
-        "attacks", "seconds",
+        "n", "k", "split", "accuracy", "n_split", "majority_rate", "accuracy_evaluated",
+        "random_p_at_k", "locality", "verdict", "attacks", "seconds",
     ]  # fmt: skip
     assert (out["n"], out["k"], out["split"], out["attacks"]) == (10, 2, "val", {})
     out = evaluate(model, ds, ex, n=5, attacks={"er": ERAttack(ex, 3, 0.3, steps=2)})

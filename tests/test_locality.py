@@ -216,14 +216,14 @@ def test_cli_train_evaluate_explain_share_the_attribute_unit(tmp_path, capsys):
     png = tmp_path / "x.png"
     assert main(["explain", str(run), "--index", "3", "--out", str(png)]) == 0
     out = capsys.readouterr().out
-    assert png.is_file() and "top-4 (grad_x_input, attributes)" in out
+    assert png.is_file() and "top-4 (grad_x_input, attributes" in out
     import csv as csvmod
 
     from r2et.data import load_dataset
 
     ds = load_dataset("csv", path=str(csv), target="credit")
     x = ds.test[0][3]
-    listed = [line.split(". ", 1)[1].rsplit("  (", 1)[0] for line in out.splitlines()[1:5]]
+    listed = [line.split(". ", 1)[1].rsplit("  (", 1)[0] for line in out.splitlines()[2:6]]
     for label in listed:  # every category shown is the row's own
         name, value = label.removesuffix(" sd").split(" = ")
         col = (

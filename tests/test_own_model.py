@@ -207,7 +207,7 @@ def test_csv_on_the_command_line(tmp_path, monkeypatch, capsys):
         main(["evaluate", str(tmp_path / "run"), "--n", "8", "--preset", "fast", "--no-progress"])
         == 0
     )
-    assert "csv (test)" in capsys.readouterr().out
+    assert "table (test)" in capsys.readouterr().out  # the file's name, not "csv"
     monkeypatch.chdir(tmp_path)
     bench = [
         "bench",

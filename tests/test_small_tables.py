@@ -44,7 +44,7 @@ def test_small_csv_defaults_match_logistic_regression(tmp_path, loader):
 def test_small_table_defaults_follow_the_step_rule():
     model, fit_kw = small_table_defaults(1000)
     assert model == {"name": "mlp", "hidden": [16]}
-    assert fit_kw == {"epochs": 125, "batch_size": 32}  # ceil(4000 / ceil(1000 / 32)) = 125
+    assert fit_kw == {"epochs": 50, "batch_size": 32}  # max(50, ceil(1000 / ceil(1000 / 32)))
     assert small_table_defaults(100)[1]["epochs"] == 200  # capped
     assert small_table_defaults(SMALL_TABLE_ROWS - 1)[1]["epochs"] == 50  # floored
     big_model, big_fit = small_table_defaults(SMALL_TABLE_ROWS)

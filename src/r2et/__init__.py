@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from r2et._version import __version__ as __version__  # the one runtime import: a leaf
 
 if TYPE_CHECKING:  # static type checkers see every name; at run time they load on first use
+    from r2et._threads import set_threads
     from r2et.attacks import (
         AttackResult,
         EnsembleAttack,
@@ -83,6 +84,7 @@ _LAZY = {
     ),
     **dict.fromkeys(["load_run", "save_run"], "r2et.runs"),
     **dict.fromkeys(["evaluate", "fit"], "r2et.train"),
+    "set_threads": "r2et._threads",
 }
 
 __all__ = [
@@ -120,6 +122,7 @@ __all__ = [
     "register_model",
     "relu_to_softplus",
     "save_run",
+    "set_threads",
     "thickness",
     "topk_kendall",
     "topk_spearman",

@@ -341,6 +341,27 @@ def kwargs_to_model(model: object, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: to_model(model, v, key) for key, v in kwargs.items()}
 
 
+def not_logits(out: object) -> str | None:
+    """None when ``out`` is a tensor; else the one line that says what the model returned and
+    how to wrap it: a Hugging Face style dict or tuple output needs
+    :func:`r2et.models.adapt_output` (``adapt_output(model, "logits")``, ``adapt_output(model,
+    0)``)."""
+    if isinstance(out, torch.Tensor):
+        return None
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        keys = list(out.keys())
+        key = "logits" if "logits" in keys else (keys[0] if keys else "logits")
+        what, how = f"a {type(out).__name__} with keys {keys[:6]}", f"{key!r}"
+    elif isinstance(out, (tuple, list)):
+        what, how = f"a {type(out).__name__} of {len(out)}", "0"
+    else:
+        what, how = f"a {type(out).__name__}", "a function of the output that returns logits"
+    return (
+        f"the model returns {what}, not a tensor of logits: wrap it with "
+        f"r2et.models.adapt_output(model, {how})"
+    )
+
+
 def check_forward(
     model: Any, x: torch.Tensor, kwargs: dict[str, Any] | None = None, name: str = "x"
 ) -> None:
@@ -348,14 +369,15 @@ def check_forward(
     torch ``RuntimeError`` (a shape, dtype or device that does not fit the model) into one
     ``ValueError`` naming ``x``'s shape, dtype and device; a model built by
     :func:`~r2et.build_model` is first checked against its spec (:func:`check_model_input`).
-    Out-of-memory errors pass through."""
+    A model that returns no tensor (a dict or tuple) is one ``ValueError`` naming
+    :func:`r2et.models.adapt_output` (:func:`not_logits`). Out-of-memory errors pass through."""
     check_model_input(model, x, name)
     m = min(2, int(x.shape[0]))
     part = take_rows(kwargs or {}, slice(0, m), int(x.shape[0]))
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     try:
         with torch.no_grad():
-            model(x[:m], **part)
+            out = model(x[:m], **part)
     except oom:
         raise
     except RuntimeError as err:
@@ -365,6 +387,8 @@ def check_forward(
             f"{name} of shape {tuple(x.shape)} ({x.dtype}, on {x.device}) does not fit the "
             f"model: {msg}"
         ) from None
+    if (msg := not_logits(out)) is not None:
+        raise ValueError(msg)
 
 
 def model_inputs(

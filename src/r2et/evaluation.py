@@ -7,6 +7,7 @@ JSON-ready dict (see its docstring for the exact keys).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -25,8 +26,10 @@ from r2et._checks import (
     check_label_range,
     check_model_input,
     check_positive,
+    not_logits,
 )
 from r2et._kwargs import take_rows
+from r2et._threads import thread_budget
 from r2et.attacks.base import Attack, AttackResult, check_attack, summarize_metrics
 from r2et.data.custom import as_dataset
 from r2et.explain import Explainer, as_explainer
@@ -140,7 +143,12 @@ def evaluate(
     pair, a ``TensorDataset`` or a ``DataLoader`` (then every split is that data, and the
     default deletion baseline is its mean; :func:`r2et.data.as_dataset`).
 
-    * ``accuracy``: on the **whole** split (``accuracy_evaluated``: on the first ``n`` rows).
+    * ``accuracy``: on the **whole** split (``accuracy_evaluated``: on the first ``n`` rows);
+      ``majority_rate``: the share of the split's most common label, the accuracy of always
+      predicting it (the yardstick accuracy should beat).
+    * ``random_p_at_k``: ``k / F`` (F: the units ranked), the expected P@k of two independent
+      random top-k sets: the P@k an explanation with no stable ranking at all scores (the
+      clean explanation scores 1).
     * For every attack (a mapping name → attack, an object satisfying
       :class:`~r2et.attacks.Attack` such as :class:`~r2et.EnsembleAttack`; anything else is
       refused with one ``ValueError``) each input's clean scores ``s(x)`` are compared with the
@@ -204,7 +212,8 @@ def evaluate(
     non-integer label raises ``ValueError`` before anything is measured.
 
     Returns a JSON-ready dict: ``{"n", "k", "split", "accuracy", "accuracy_evaluated",
-    "n_split", ["ground_truth_precision"], "thickness": {"radius", "mean", "std"},
+    "n_split", "majority_rate", "random_p_at_k", ["ground_truth_precision"],
+    "thickness": {"radius", "mean", "std"},
     "faithfulness": {"deletion_gain",
     "deletion_drop_topk", "deletion_drop_random", "occlusion_agreement", "baseline",
     "occlusion_patch", "n_random", "deletion_gain_ci"}, "locality": {"distinct_topk_sets",
@@ -241,7 +250,8 @@ def evaluate(
         patch=_occlusion_patch(x, occlusion_patch),
         truth=truth_of(split, int(x.shape[0])) if truth_of is not None else None,
     )  # fmt: skip
-    with eval_mode(model):
+    xp, _, kwp = next(_chunks(x, y, kw, 1, dev))  # one row: the threads suit the model's work
+    with eval_mode(model), thread_budget(model, xp, min(batch_size, int(x.shape[0])), **kwp):
         out: dict[str, Any] = {"n": int(x.shape[0]), "k": k, "split": split}
         out.update(_accuracy(model, run.batches("accuracy", ds.split(split))))
         out.update(run.clean(faithfulness, baseline))
@@ -321,6 +331,37 @@ class _Run:
             it = tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False)
         return it
 
+    @contextlib.contextmanager
+    def member_bar(
+        self, atk: Any, name: str
+    ) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]]:
+        """The batches for attack ``atk``; with ``progress`` and an ensemble (``on_member``),
+        one bar over every (batch, member) pair, so that its ETA moves with each member and
+        names the member running, instead of one step per batch."""
+        if not (self.progress and hasattr(atk, "on_member") and hasattr(atk, "attacks")):
+            yield self.batches(name)
+            return
+        from tqdm.auto import tqdm
+
+        n_batches = -(-int(self.rows[0].shape[0]) // self.batch_size)
+        members = [m for m, _ in atk.attacks(self.model, self.rows[0][:1].to(self.dev))]
+        bar = tqdm(total=n_batches * len(members), desc=name, unit="member", file=sys.stderr,
+                   leave=False)  # fmt: skip
+        bar.set_postfix_str(members[0] if members else "")
+        order = {m: i for i, m in enumerate(members)}
+
+        def done(member: str, seconds: float) -> None:
+            bar.update(1)
+            nxt = order.get(member, -1) + 1
+            bar.set_postfix_str(members[nxt] if nxt < len(members) else "")
+
+        atk.on_member = done
+        try:
+            yield _chunks(*self.rows, self.batch_size, self.dev)
+        finally:
+            atk.on_member = None
+            bar.close()
+
     def thickness(
         self, xb: torch.Tensor, yb: torch.Tensor, kwb: dict[str, Any], **kw: Any
     ) -> torch.Tensor:
@@ -375,7 +416,9 @@ class _Run:
         if self.truth is not None:
             gtp = ground_truth_precision(torch.cat(clean), self.truth, k)
             out["ground_truth_precision"] = float(gtp.double().nanmean())
-        loc = locality(torch.cat(clean), k)
+        scores = torch.cat(clean)
+        out["random_p_at_k"] = k / int(scores.shape[1])
+        loc = locality(scores, k)
         out["locality"] = {
             "distinct_topk_sets": loc["distinct_topk_sets"],
             "global_topk_p_at_k": _mean_std(loc["global_topk_p_at_k"])[0],
@@ -393,15 +436,16 @@ class _Run:
         results: list[AttackResult] = []
         thick_adv: list[torch.Tensor] = []
         seconds = 0.0
-        for xb, yb, kwb in self.batches(name):
-            _sync(self.dev)
-            t0 = time.perf_counter()
-            res = atk(self.model, xb, yb if self.use_labels else None, **kwb)
-            _sync(self.dev)
-            seconds += time.perf_counter() - t0
-            results.append(res)
-            if self.radius is not None:
-                thick_adv.append(self.thickness(xb, yb, kwb, x_prime=res.x_adv))
+        with self.member_bar(atk, name) as batches:
+            for xb, yb, kwb in batches:
+                _sync(self.dev)
+                t0 = time.perf_counter()
+                res = atk(self.model, xb, yb if self.use_labels else None, **kwb)
+                _sync(self.dev)
+                seconds += time.perf_counter() - t0
+                results.append(res)
+                if self.radius is not None:
+                    thick_adv.append(self.thickness(xb, yb, kwb, x_prime=res.x_adv))
         entry: dict[str, Any] = {
             "eps": _plain(atk.eps),
             "steps": _plain(atk.steps),
@@ -452,20 +496,31 @@ def _certify(
 def _accuracy(
     model: Any, it: Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]
 ) -> dict[str, Any]:
-    """``{"accuracy", "n_split"}`` over every batch of ``it``."""
+    """``{"accuracy", "n_split", "majority_rate"}`` over every batch of ``it``
+    (``majority_rate``: the share of the most common label, always-predict-majority's
+    accuracy)."""
     correct, total = 0, 0
+    counts: dict[int, int] = {}
     with torch.no_grad():
         for xb, yb, kwb in it:
             check_model_input(model, xb, name="the dataset's inputs")
             logits = model(xb, **kwb)
-            if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            if (msg := not_logits(logits)) is not None:
+                raise ValueError(msg)
+            if logits.dim() != 2:
                 got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
                 raise ValueError(f"the model must return (N, n_classes) logits, got {got}")
             check_finite_output("the model", logits)
             check_label_range("y", yb, int(logits.shape[1]))
             correct += int((logits.argmax(1) == yb).sum())
             total += int(yb.shape[0])
-    return {"accuracy": correct / total, "n_split": total}
+            for label, count in zip(*(t.tolist() for t in yb.unique(return_counts=True))):
+                counts[label] = counts.get(label, 0) + count
+    return {
+        "accuracy": correct / total,
+        "n_split": total,
+        "majority_rate": max(counts.values()) / total,
+    }
 
 
 def _faithfulness(

@@ -11,38 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from r2et.explain import group_index  # noqa: E402
+from r2et.describe import unit_labels  # noqa: E402
 
-
-def unit_labels(ds: Any, x: torch.Tensor, groups: Any = None) -> list[str]:
-    """A readable label per ranked unit of one tabular row ``x``: ``"column = value"`` for
-    columns; with ``groups`` (one list of columns per attribute, ``ds.groups`` order) the
-    attribute's name (``groups`` in any form :func:`r2et.explain.group_index` takes) with the
-    row's own category (the one-hot column that is set, named
-    ``attribute=category``) or its numeric value (``sd``: in standard deviations from the
-    training mean, as r2et's table encoder stores it) — never a category the row does not
-    have."""
-    row = x.detach().cpu().flatten()
-    sd = " sd" if "preprocessing" in getattr(ds, "info", {}) else ""  # standardised numbers
-
-    def number(name: str, i: int) -> str:
-        return f"{name} = {float(row[i]):.2f}" + ("" if "=" in name else sd)
-
-    if groups is None:
-        return [number(n, i) for i, n in enumerate(ds.feature_names)]
-    gid = group_index(groups, row.numel())
-    groups = [torch.nonzero(gid == g).flatten().tolist() for g in range(int(gid.max()) + 1)]
-    names = ds.group_names or [f"attribute {g}" for g in range(len(groups))]
-    out = []
-    for name, cols in zip(names, groups):
-        if len(cols) == 1:
-            out.append(number(name, cols[0]))
-            continue
-        j = cols[int(row[list(cols)].argmax())]
-        column = ds.feature_names[j]
-        category = column.split("=", 1)[1] if "=" in column else column
-        out.append(f"{name} = {category}")
-    return out
+__all__ = ["plot_explanation", "unit_labels"]
 
 
 def plot_explanation(

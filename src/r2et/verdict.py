@@ -42,6 +42,8 @@ from statistics import NormalDist
 from typing import Any
 
 __all__ = [
+    "METRIC_HELP",
+    "metric_help_line",
     "CI_LEVEL",
     "COLLAPSE_DISTINCT_PER_100",
     "COLLAPSE_TOP_SHARE",
@@ -55,6 +57,36 @@ COLLAPSE_DISTINCT_PER_100 = 5.0
 """Collapsed when there are fewer than this many distinct top-k sets per 100 inputs."""
 CI_LEVEL = 0.95
 """Confidence level of the deletion-gain interval."""
+
+#: Per metric: (its name, what it means, which way is better), printed by ``r2et evaluate``
+#: (:func:`metric_help_line`) and shown beside the numbers in the HTML reports.
+# fmt: off
+METRIC_HELP: dict[str, tuple[str, str, str]] = {
+    "accuracy": ("accuracy", "share of the test split predicted right", "higher"),
+    "majority_rate": ("majority class", "accuracy of always predicting one label", "beat it"),
+    "p_at_k": ("P@k", "share of an input's top-k still in its top-k after the attack", "higher"),
+    "random_p_at_k": ("random k/F", "a random explanation's P@k (F units ranked)", "stay above"),
+    "kendall": ("Kendall", "rank correlation of the top-k before and after the attack", "higher"),
+    "deletion_gain": ("deletion gain", "how much more the predicted class's probability falls "
+                      "when the top-k units are removed than when k random ones are (> 0: the "
+                      "units matter to the model)", "higher"),
+    "occlusion_agreement": ("occlusion agr.", "P@k of the top-k with occlusion's", "higher"),
+    "distinct_topk_sets": ("distinct top-k", "top-k sets of the inputs (few: collapsed)", "higher"),
+    "top_share": ("top share", "share of inputs with the most common top-k set", "lower"),
+    "global_topk_p_at_k": ("global top-k P@k", "overlap with the overall top-k units", "lower"),
+    "thickness": ("thickness", "gap between top-k and other units' saliency nearby", "higher"),
+    "ground_truth_precision": ("GT precision", "top-k share in the known explanation", "higher"),
+    "seconds": ("seconds", "wall-clock seconds", "lower"),
+}
+# fmt: on
+
+
+def metric_help_line(key: str) -> str:
+    """One line on metric ``key`` of :data:`METRIC_HELP`: ``"P@k: share of ... (higher is
+    better)"``."""
+    name, meaning, better = METRIC_HELP[key]
+    side = f"{better} is better" if better in ("higher", "lower") else better
+    return f"{name}: {meaning} ({side})"
 
 
 def mean_ci(values: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float]:

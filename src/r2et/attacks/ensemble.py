@@ -33,6 +33,7 @@ import torch
 
 from r2et._checks import check_batch, check_choice, check_int, check_positive
 from r2et._registry import Registry
+from r2et._threads import thread_budget
 from r2et.attacks._common import (
     check_bounds_pair,
     clip_into,
@@ -208,7 +209,9 @@ class EnsembleAttack:
 
     Members whose surrogate β does not apply (a smooth model, or an explainer of the
     probability or loss) run once: duplicates after resolving β are dropped. ``last_seconds``
-    holds each member's CPU seconds of the last call.
+    holds each member's CPU seconds of the last call. ``on_member``, when set to a function
+    ``fn(name, seconds)``, is called after each member of a call (skipped ones too, with 0
+    seconds): :func:`r2et.evaluate` uses it for a progress bar with an ETA per member.
     """
 
     name = "ensemble"
@@ -270,6 +273,7 @@ class EnsembleAttack:
             check_explainer(explainer, gradient="EnsembleAttack's gradient members (kind 'pgd')")
         self.last_seconds: dict[str, float] = {}
         self._last_kind: str | None = None
+        self.on_member: Callable[[str, float], None] | None = None
 
     @property
     def steps(self) -> int:
@@ -358,10 +362,16 @@ class EnsembleAttack:
         check_batch("x", x)
         x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
         caller = x
-        with eval_mode(model):
+        with eval_mode(model), thread_budget(model, x, **forward_kwargs):
             x, y, forward_kwargs = model_inputs(model, x, y, forward_kwargs)
             res = self._run(model, x, y, forward_kwargs)
         return to_caller(res, caller, self.eps, self.norm, self.bounds)
+
+    def _done(self, name: str, seconds: float) -> None:
+        """Record a member's CPU seconds and tell :attr:`on_member`."""
+        self.last_seconds[name] = seconds
+        if self.on_member is not None:
+            self.on_member(name, seconds)
 
     def _run(
         self,
@@ -388,11 +398,11 @@ class EnsembleAttack:
             if best is not None and self.early_stop:
                 skip = best.p_at_k == 0
                 if bool(skip.all()):
-                    self.last_seconds[name] = 0.0
+                    self._done(name, 0.0)
                     continue
             t0 = time.process_time()
             res = atk(model, x, y, skip=skip, **fkw)
-            self.last_seconds[name] = time.process_time() - t0
+            self._done(name, time.process_time() - t0)
             if best is None:
                 best = res
                 continue

@@ -34,6 +34,7 @@ from r2et._checks import (
     check_positive,
 )
 from r2et._kwargs import repeat_rows
+from r2et._threads import thread_budget
 from r2et.attacks._common import (
     as_bounds,
     check_bounds_pair,
@@ -159,7 +160,7 @@ class _QueryAttack(SingleAttack):
         check_batch("x", x)
         x = clip_into(self.bounds, x.detach()) if self.clip_inputs else x.detach()
         caller = x
-        with eval_mode(model):
+        with eval_mode(model), thread_budget(model, x, **forward_kwargs):
             x, y, forward_kwargs = model_inputs(model, x, y, forward_kwargs)
             box = as_bounds(self.bounds, x)
             with torch.no_grad():

@@ -80,6 +80,9 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "n_eval": metrics["n"],
         "n_test": metrics.get("n_split"),
     }
+    for key in ("majority_rate", "random_p_at_k"):  # the yardsticks of accuracy and P@k
+        if key in metrics:
+            row[key] = metrics[key]
     if "ground_truth_precision" in metrics:
         row["ground_truth_precision"] = metrics["ground_truth_precision"]
     if "thickness" in metrics:

@@ -25,6 +25,9 @@ from r2et.verdict import CI_LEVEL, COLLAPSE_DISTINCT_PER_100, COLLAPSE_TOP_SHARE
 
 __all__ = [
     "STABILITY",
+    "attack_headers",
+    "format_cell",
+    "results_data",
     "results_table",
     "rule_of",
     "select",
@@ -89,7 +92,18 @@ def _vanilla_note(dataset: str, sel: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def results_table(
+def attack_headers(rows: list[dict[str, Any]], erattack_steps: int | None = None) -> dict[str, str]:
+    """Column headers that name the attack behind each P@k column: ``"P@k ensemble
+    (standard)"`` (the rows' ``ensemble_preset``; without the preset when the rows disagree or
+    do not say) and ``"P@k ERAttack-50"`` (``erattack_steps``; ``"P@k ERAttack"`` when
+    None)."""
+    presets = {r.get("ensemble_preset") or r.get("preset") for r in rows} - {None}
+    ensemble = f"P@k ensemble ({presets.pop()})" if len(presets) == 1 else "P@k ensemble"
+    era = f"P@k ERAttack-{erattack_steps}" if erattack_steps else "P@k ERAttack"
+    return {"ensemble_p_at_k_mean": ensemble, "erattack_p_at_k_mean": era}
+
+
+def results_data(
     rows: list[dict[str, Any]],
     max_acc_drop: float,
     methods: list[str] | None = None,
@@ -97,26 +111,24 @@ def results_table(
     dataset: str | None = None,
     min_distinct_ratio: float | None = None,
     require_faithful: bool = False,
-) -> str:
-    """Markdown tables, one per dataset (or only ``dataset``): rows are methods, columns
-    accuracy on the whole test split, ensemble P@k, the paper's ERAttack P@k, deletion gain,
-    occlusion agreement and distinct top-k sets (and, for data with a ground-truth explanation,
-    the clean and attacked ground-truth precision), mean ± std over seeds of the selected setting,
-    and the verdict of its explanation per seed (:func:`~r2et.bench.selection.verdict_cell`:
-    ``⚠ collapsed (seed 1)``, ``⚠ unfaithful``, or ``local, faithful``); the best accuracy,
-    P@k and faithfulness among methods that meet the selection rule's conditions in bold (a †
-    marks a method with no setting meeting them, with a note when that method is vanilla), and
-    the verdict's legend (:data:`VERDICT_LEGEND`) below."""
+    erattack_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """What :func:`results_table` shows, as data (the HTML report renders the same): one dict
+    per dataset, ``{"dataset", "columns": [(key, header, format)], "methods": [{"method",
+    "admissible", "cells": {key: (mean, std, n)}, "best": {key: bool}, "verdict", "rows"}],
+    "notes": [markdown lines]}``."""
     chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     if dataset is not None:
         datasets = [d for d in datasets if d == dataset]
     present = set(r["method"] for r in rows)
     methods = [m for m in (methods or sorted(present)) if m in present]
-    blocks = []
+    out = []
     for d in datasets:
-        columns = list(TABLE_COLUMNS)
-        if any(r.get("ground_truth_precision") is not None for r in rows if r["dataset"] == d):
+        mine = [r for r in rows if r["dataset"] == d]
+        headers = attack_headers(mine, erattack_steps)
+        columns = [(key, headers.get(key, head), fmt) for key, head, fmt in TABLE_COLUMNS]
+        if any(r.get("ground_truth_precision") is not None for r in mine):
             columns[3:3] = GROUND_TRUTH_COLUMNS
         cells: dict[tuple[str, str], tuple[float, float, int]] = {}
         for m in methods:
@@ -135,27 +147,85 @@ def results_table(
             ]
             vals = [v for v in vals if not math.isnan(v)]
             best[key] = max(vals) if vals else None
-        header = ["Method", *(h for _, h, _ in columns), "Verdict"]
-        lines = [
-            f"**{d}**",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|---" + "|---:" * (len(header) - 2) + "|---|",
-        ]
+        entries = []
         for m in methods:
             sel = chosen.get((d, m))
             if sel is None:
                 continue
-            out = [m + ("" if sel["admissible"] else " †")]
+            mine_cells = {key: cells[(m, key)] for key, _, _ in columns}
+            entries.append(
+                {
+                    "method": m,
+                    "admissible": sel["admissible"],
+                    "cells": mine_cells,
+                    "best": {
+                        key: best.get(key) is not None
+                        and abs(mine_cells[key][0] - best[key]) < 5e-4
+                        for key, _, _ in columns
+                    },
+                    "verdict": verdict_cell(sel["rows"]),
+                    "rows": sel["rows"],
+                }
+            )
+        out.append(
+            {
+                "dataset": d,
+                "columns": columns,
+                "methods": entries,
+                "notes": _vanilla_note(d, chosen.get((d, "vanilla"))),
+            }
+        )
+    return out
+
+
+def format_cell(mean: float, std: float, n: int, fmt: str) -> str:
+    """``"0.812 ± 0.004"`` (mean ± std over ``n`` seeds), the mean alone for one seed, ``–``
+    for none."""
+    return _fmt(mean, std, n, fmt)
+
+
+def results_table(
+    rows: list[dict[str, Any]],
+    max_acc_drop: float,
+    methods: list[str] | None = None,
+    min_deletion_ratio: float | None = 0.9,
+    dataset: str | None = None,
+    min_distinct_ratio: float | None = None,
+    require_faithful: bool = False,
+    erattack_steps: int | None = None,
+) -> str:
+    """Markdown tables, one per dataset (or only ``dataset``): rows are methods, columns
+    accuracy on the whole test split, ensemble P@k (the header names the ensemble's preset),
+    the paper's ERAttack P@k (``ERAttack-<erattack_steps>``), deletion gain, occlusion
+    agreement and distinct top-k sets (and, for data with a ground-truth explanation, the clean
+    and attacked ground-truth precision), mean ± std over seeds of the selected setting, and
+    the verdict of its explanation per seed (:func:`~r2et.bench.selection.verdict_cell`:
+    ``⚠ collapsed (seed 1)``, ``⚠ unfaithful``, or ``local, faithful``); the best accuracy,
+    P@k and faithfulness among methods that meet the selection rule's conditions in bold (a †
+    marks a method with no setting meeting them, with a note when that method is vanilla), and
+    the verdict's legend (:data:`VERDICT_LEGEND`) below. The numbers are
+    :func:`results_data`'s."""
+    blocks = []
+    for block in results_data(
+        rows, max_acc_drop, methods, min_deletion_ratio, dataset, min_distinct_ratio,
+        require_faithful, erattack_steps,
+    ):  # fmt: skip
+        columns = block["columns"]
+        header = ["Method", *(h for _, h, _ in columns), "Verdict"]
+        lines = [
+            f"**{block['dataset']}**",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|---" + "|---:" * (len(header) - 2) + "|---|",
+        ]
+        for entry in block["methods"]:
+            out = [entry["method"] + ("" if entry["admissible"] else " †")]
             for key, _, fmt in columns:
-                mean, std, n = cells[(m, key)]
-                text = _fmt(mean, std, n, fmt)
-                if key in best and best[key] is not None and abs(mean - best[key]) < 5e-4:
-                    text = f"**{text}**"
-                out.append(text)
-            out.append(verdict_cell(sel["rows"]))
+                text = _fmt(*entry["cells"][key], fmt)
+                out.append(f"**{text}**" if entry["best"][key] else text)
+            out.append(entry["verdict"])
             lines.append("| " + " | ".join(out) + " |")
-        lines += _vanilla_note(d, chosen.get((d, "vanilla")))
+        lines += block["notes"]
         blocks.append("\n".join(lines))
     return "\n\n".join([*blocks, VERDICT_LEGEND]) if blocks else ""
 
@@ -168,11 +238,12 @@ def settings_table(
     require_faithful: bool = False,
 ) -> str:
     """Which weight was selected per dataset and method, its validation accuracy, thickness,
-    the ensemble attack's budget and box, cost per epoch and attack seconds."""
+    the ensemble attack's budget and box, wall-clock training seconds per epoch and the
+    ensemble attack's seconds over the evaluated inputs (means over seeds)."""
     chosen = select(rows, max_acc_drop, min_deletion_ratio, min_distinct_ratio, require_faithful)
     lines = [
-        "| Dataset | Method | Selected setting | Val acc | Thickness | eps | box | s/epoch "
-        "| Ensemble s |",
+        "| Dataset | Method | Selected setting | Val acc | Thickness | eps | box "
+        "| Train s/epoch (wall clock) | Ensemble attack s (all evaluated inputs) |",
         "|---|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for (d, m), sel in chosen.items():
@@ -345,6 +416,7 @@ def summary_text(rows: list[dict[str, Any]], cfg: Any) -> str:
                 rule["min_deletion_ratio"],
                 min_distinct_ratio=rule["min_distinct_ratio"],
                 require_faithful=rule["require_faithful"],
+                erattack_steps=cfg.evaluate.get("steps"),
             ),
         ]
     )
@@ -379,7 +451,7 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
     """Write ``report.md`` (the selection rule in words above the tables), ``selection.json``
     (:func:`selection_record`) and the plots for the finished cells; returns the main
     tables."""
-    from r2et.bench.plots import write_plots
+    from r2et.bench.plots import plot_caption, write_plots
 
     out = Path(out)
     rule = rule_of(cfg)
@@ -388,8 +460,9 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
     main = cfg.evaluate.get("explainer", "auto")
     main = "own" if main == "auto" else main
     table = results_table(
-        rows, acc, cfg.methods, ratio, min_distinct_ratio=local, require_faithful=faithful
-    )
+        rows, acc, cfg.methods, ratio, min_distinct_ratio=local, require_faithful=faithful,
+        erattack_steps=cfg.evaluate.get("steps"),
+    )  # fmt: skip
     plots = write_plots(out, rows, cfg)
     text = [
         "# r2et benchmark report",
@@ -423,7 +496,7 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], cfg: Any) -> str:
         ),
         "## Plots",
         "",
-        *[f"![{p.stem}](plots/{p.name})" for p in plots],
+        *[f"![{p.stem}](plots/{p.name})\n\n{plot_caption(p)}\n" for p in plots],
         "",
         f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Full rows: "

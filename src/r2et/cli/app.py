@@ -37,6 +37,7 @@ from r2et.cli.errors import (
 from r2et.cli.evaluate import cmd_evaluate
 from r2et.cli.explain import cmd_explain
 from r2et.cli.methods import cmd_methods
+from r2et.cli.report import cmd_report
 from r2et.cli.train import cmd_train
 
 
@@ -151,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="any method hyperparameter (repeatable), e.g. --param mu=0.1",
     )
     t.add_argument(
-        "--epochs", type=NONNEG_INT, default=None, help="default: the dataset's (10; small csv 50)"
+        "--epochs",
+        type=NONNEG_INT,
+        default=None,
+        help="default: the dataset's (10; a csv of < 5,000 training rows: 50, or up to 200 on "
+        "< 609 training rows, about 1,000 steps of 32)",
     )
     t.add_argument("--lr", type=POS_FLOAT, default=1e-3)
     t.add_argument(
@@ -237,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--device", default=None)
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace evaluation_SPLIT.json (default: keep it and write evaluation_SPLIT-2.json, "
+        "-3, ...)",
+    )
+    e.add_argument(
+        "--no-guide", action="store_true", help="leave out the lines on what each number means"
+    )
     add_data_args(e, reload=True)
     e.add_argument(
         "--trust-factory",
@@ -301,6 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the run import and call its model factory (code outside r2et and torch)",
     )
     x.set_defaults(func=cmd_explain)
+
+    r = sub.add_parser(
+        "report", help="a single-file HTML report of a run folder or a benchmark folder"
+    )
+    r.add_argument("path", help="run folder (r2et train) or benchmark folder (r2et bench)")
+    r.add_argument("--out", type=text_arg, default=None, help="default: PATH/report.html")
+    r.add_argument(
+        "--examples", type=NONNEG_INT, default=3, help="inputs drawn for a run (default 3)"
+    )
+    r.add_argument("--split", default="test", choices=["train", "val", "test"])
+    r.set_defaults(func=cmd_report)
 
     sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
     sub.add_parser("methods", help="list training methods").set_defaults(func=cmd_methods)

@@ -6,10 +6,12 @@ import argparse
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    """List the datasets with a one-line description."""
-    from r2et.data.registry import get_loader, list_datasets
+    """List the datasets, one plain line (at most 120 characters) each."""
+    from r2et.data.registry import dataset_summary, list_datasets
 
-    for name in list_datasets():
-        doc = (get_loader(name).__doc__ or "").strip().splitlines()
-        print(f"{name:14s} {doc[0] if doc else ''}")
+    names = list_datasets()
+    width = max(len(n) for n in names) + 2
+    for name in names:
+        line = f"{name:{width}s}{dataset_summary(name)}"
+        print(line if len(line) <= 120 else line[:119].rstrip() + "…")
     return 0

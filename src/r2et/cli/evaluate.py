@@ -34,6 +34,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from r2et.attacks import create_attack
     from r2et.evaluation import evaluate
     from r2et.runs import load_run
+    from r2et.verdict import metric_help_line
 
     device = check_device_arg("--device", args.device)
     if not Path(args.run).is_dir():
@@ -65,20 +66,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    out = Path(args.run) / f"evaluation_{args.split}.json"
+    out, kept = _result_path(Path(args.run), args.split, args.overwrite)
     atomic_write_json(out, {**res, "explainer": ex.config()})
     unit = f"{len(set(groups))} attribute groups" if groups is not None else "features"
     box = "inside the data box" if bounds is not None else "no data box"
     how = ", as the run was trained" if as_trained else ""
     print(
-        f"{name} ({args.split}): accuracy {res['accuracy']:.4f} on all {res['n_split']} rows; "
-        f"explanations of the first {res['n']} ({ex.method} saliency{how}, top-{k} of {unit})"
+        f"{ds.name or name} ({args.split}): accuracy {res['accuracy']:.4f} on all "
+        f"{res['n_split']} rows "
+        f"(always predicting the majority class: {res['majority_rate']:.4f}); explanations of "
+        f"the first {res['n']} ({ex.method} saliency{how}, top-{k} of {unit})"
     )
+    if res["accuracy"] < res["majority_rate"]:
+        print(
+            f"  WARNING: the model is less accurate than always predicting the majority class "
+            f"({res['accuracy']:.4f} < {res['majority_rate']:.4f})"
+        )
     for a, vals in res.get("attacks", {}).items():
         what = f"preset {vals['preset']}" if "preset" in vals else f"steps={args.steps}"
         print(
             f"  {a:9s} {args.norm} eps={eps:g} {what}, {box}: P@{k} {_num(vals['p_at_k_mean'])} "
-            f"± {_num(vals['p_at_k_std'])}, Kendall {_num(vals['kendall_mean'])}, "
+            f"± {_num(vals['p_at_k_std'])} (unattacked 1, random explanation "
+            f"{res['random_p_at_k']:.3f}), Kendall {_num(vals['kendall_mean'])}, "
             f"{vals['seconds']:.1f} s"
         )
     print(_verdict_line(res["verdict"]))
@@ -95,5 +104,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if "thickness" in res:
         print(f"  thickness (radius {args.thickness_radius:g}): {res['thickness']['mean']:.4g}")
-    print(f"-> {out}")
+    if not args.no_guide:
+        print("what the numbers mean:")
+        shown = ["accuracy", "majority_rate", "p_at_k", "random_p_at_k", "kendall",
+                 "deletion_gain", "occlusion_agreement", "distinct_topk_sets",
+                 "global_topk_p_at_k"] + (["thickness"] if "thickness" in res else [])  # fmt: skip
+        for key in shown:
+            print(f"  {metric_help_line(key)}")
+    print(f"-> {out}" + (f" (earlier results kept: {kept})" if kept else ""))
     return 0
+
+
+def _result_path(run: Path, split: str, overwrite: bool) -> tuple[Path, str]:
+    """Where this evaluation goes: ``evaluation_{split}.json``, replaced only with
+    ``overwrite``; else the first free ``evaluation_{split}-N.json`` (N = 2, 3, ...), reserved
+    by an exclusive create so that two evaluations at once never share a file. Also returns
+    the earlier files kept, for the message."""
+    first = run / f"evaluation_{split}.json"
+    if overwrite or not first.exists():
+        return first, ""
+    n = 2
+    while True:
+        path = run / f"evaluation_{split}-{n}.json"
+        try:
+            with open(path, "x", encoding="utf-8"):
+                pass
+        except FileExistsError:
+            n += 1
+            continue
+        earlier = [first.name] + [f"evaluation_{split}-{i}.json" for i in range(2, n)]
+        return path, ", ".join(earlier) if n <= 3 else f"{first.name} .. {earlier[-1]}"

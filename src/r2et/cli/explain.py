@@ -10,8 +10,11 @@ from r2et.cli.args import check_k_arg, explainer_of_run, probe_writable, run_dat
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Save a PNG of one input and its saliency with the top-k features highlighted."""
+    import torch
+
     from r2et._checks import check_finite_model
-    from r2et.plotting import plot_explanation, unit_labels
+    from r2et.describe import explain_row
+    from r2et.plotting import plot_explanation
     from r2et.runs import load_run
 
     probe_writable("--out", Path(args.out), "file")
@@ -29,24 +32,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     k = args.k if args.k is not None else trained_k if trained_k is not None else ds.default_k
     k = check_k_arg("--k", k, ds, ex)
     model = run.model.eval()
-    scores = ex.scores(model, x[idx], **kw)[0].detach()
-    pred = int(model(x[idx], **kw).argmax(1))
+    row = explain_row(model, ds, args.index, split=args.split, explainer=ex, k=k)
+    scores = torch.zeros(len(row["ranking"]))
+    for entry in row["ranking"]:
+        scores[entry["position"]] = entry["score"]
     groups = ex.config().get("groups")
-    path = plot_explanation(
-        ds,
-        x[idx][0],
-        scores,
-        k,
-        args.out,
-        title=f"{name} {args.split}[{args.index}]: label {int(y[args.index])}, predicted {pred}",
-        mask=kw.get("mask"),
-        groups=groups,
+    name = ds.name or name
+    head = (
+        f"{name} {args.split}[{args.index}]: label {row['label']}, predicted "
+        f"{row['predicted']} (p = {row['probability']:.2f})"
     )
-    if ds.modality == "tabular":
-        labels = unit_labels(ds, x[idx][0], groups)
-        order = scores.argsort(descending=True).tolist()[:k]
-        print(f"top-{k} ({ex.method}, {'attributes' if groups else 'columns'}):")
-        for rank, i in enumerate(order, 1):
-            print(f"  {rank}. {labels[i]}  ({float(scores[i]):.4g})")
+    path = plot_explanation(
+        ds, x[idx][0], scores, k, args.out, title=head, mask=kw.get("mask"), groups=groups
+    )
+    print(head)
+    what = "attributes" if groups else "columns" if ds.modality == "tabular" else "features"
+    print(f"top-{k} ({ex.method}, {what}; the row's own values):")
+    for entry in row["ranking"][:k]:
+        print(f"  {entry['rank']}. {entry['unit']}  ({entry['score']:.4g})")
     print(f"-> {path}")
     return 0

@@ -113,7 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
-    test_acc = evaluate(res.model, ds, Explainer("grad"), k=k, batch_size=1024)["accuracy"]
+    scored = evaluate(res.model, ds, Explainer("grad"), k=k, batch_size=1024, faithfulness=False)
+    test_acc, majority = scored["accuracy"], scored["majority_rate"]
     config = {
         "dataset": ds.summary(),
         "data_seed": args.seed,
@@ -124,13 +125,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = {
         "val_accuracy": res.best_val_accuracy,
         "test_accuracy": test_acc,
+        "majority_rate": majority,
         "best_epoch": res.best_epoch,
         "seconds_per_epoch": res.seconds_per_epoch,
         "history": res.history,
     }
     save_run(args.out, res.model, config, metrics)
     print(
-        f"{args.dataset} {args.method}: val acc {res.best_val_accuracy:.4f}, "
-        f"test acc {test_acc:.4f}, {res.seconds_per_epoch:.2f} s/epoch -> {args.out}"
+        f"{ds.name or args.dataset} {args.method}: val acc {res.best_val_accuracy:.4f}, "
+        f"test acc {test_acc:.4f} (majority class {majority:.4f}), "
+        f"{res.config['epochs']} epochs of {res.config['batch_size']} (best {res.best_epoch}), "
+        f"{res.seconds_per_epoch:.2f} s/epoch -> {args.out}"
     )
+    if test_acc < majority:
+        print(
+            f"WARNING: test accuracy {test_acc:.4f} is below the majority-class rate "
+            f"{majority:.4f}: always predicting the test split's most common class does better"
+        )
     return 0

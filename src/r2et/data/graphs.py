@@ -112,7 +112,9 @@ def load_mutag(
     test_fraction: float = 0.2,
     max_nodes: int | None = None,
 ) -> Dataset:
-    """MUTAG (Debnath et al., 1991; TU Dortmund collection): 188 nitro compounds, label =
+    """MUTAG (Debnath et al., 1991): 188 nitro compounds as graphs; predict mutagenicity.
+
+    MUTAG (Debnath et al., 1991; TU Dortmund collection): 188 nitro compounds, label =
     mutagenic (TU label 1 -> class 1, -1 -> class 0; 125/63).
 
     Dense padded graphs (see the module docstring): ``x`` ``(188, 28, 7)`` one-hot atom types

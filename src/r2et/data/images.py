@@ -234,7 +234,9 @@ def load_mnist(
 def load_mnist5k(
     root: PathLike | None = None, download: bool = True, seed: int = 0, val_fraction: float = 0.1
 ) -> Dataset:
-    """The 5,000-image MNIST subset (4,000 train + 1,000 test, balanced) in folder
+    """A 5,000-image MNIST subset (4,000 train + 1,000 test, balanced), read from the data root.
+
+    The 5,000-image MNIST subset (4,000 train + 1,000 test, balanced) in folder
     ``mnist5k/``, same IDX format as :func:`load_mnist`. It has no download URL: the files
     must be under the data root or the cache."""
     return _load_mnist_source("mnist5k", MNIST5K_SOURCE, root, False, seed, val_fraction)
@@ -333,7 +335,9 @@ def load_cifar10(
 def load_cifar10_5k(
     root: PathLike | None = None, download: bool = True, seed: int = 0, val_fraction: float = 0.1
 ) -> Dataset:
-    """The 5,506-image CIFAR-10 subset (4,660 train = the first 932 of each official training
+    """A 5,506-image CIFAR-10 subset (4,660 train + 846 test), read from the data root.
+
+    The 5,506-image CIFAR-10 subset (4,660 train = the first 932 of each official training
     batch, 846 test = the first official test images) in folder
     ``cifar10-5k/cifar-10-batches-bin/``, same binary layout as :func:`load_cifar10`, every
     file SHA-256-checked. It has no download URL: the files must be under the data root or the
@@ -356,7 +360,9 @@ def load_digits(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
 ) -> Dataset:
-    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes; no download,
+    """scikit-learn's bundled 8×8 handwritten digits: 1,797 images, 10 classes, no download.
+
+    scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes; no download,
     ``root``/``download`` ignored), as 1×8×8 images in [0, 1] (pixel / 16). Stratified
     train/val/test by ``seed``. Default model: ``mlp`` [64, 64]; default ``k``: 8 pixels."""
     from sklearn.datasets import load_digits as sk_load

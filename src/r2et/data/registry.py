@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,6 +49,36 @@ def register_dataset(name: str, loader: Callable[..., Dataset]) -> Callable[...,
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
     return sorted(DATASETS.names())
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+_ABBREVIATIONS = ("al", "e.g", "i.e", "vs", "cf", "etc", "approx")
+
+
+def plain_text(doc: str) -> str:
+    """Docstring markup made plain, on one line: ``:func:`~a.b``` -> ``b``, ````x```` -> ``x``,
+    ``*x*`` -> ``x``, whitespace runs -> one space."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], doc)
+    text = text.replace("``", "").replace("`", "").replace("**", "")
+    return " ".join(text.split())
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of plain ``text``: up to the first ``.`` followed by a space or the end,
+    not one that ends an abbreviation (``et al.``, ``e.g.``) or a number (``1.5``)."""
+    for m in re.finditer(r"\.(\s|$)", text):
+        word = text[: m.start()].rsplit(" ", 1)[-1].lower().strip("(")
+        if word not in _ABBREVIATIONS:
+            return text[: m.start() + 1]
+    return text
+
+
+def dataset_summary(name: str) -> str:
+    """One plain sentence on dataset ``name`` for listings (``r2et datasets``): the first
+    sentence of its loader's docstring, markup removed (a loader's first sentence is its
+    summary; the built-in ones fit in 100 characters)."""
+    doc = (get_loader(name).__doc__ or "").strip().split("\n\n")[0]
+    return first_sentence(plain_text(doc))
 
 
 def get_loader(name: str) -> Callable[..., Dataset]:

@@ -240,7 +240,9 @@ def load_ba_2motifs(
     test_fraction: float = 0.2,
     adjacency: str = "raw",
 ) -> Dataset:
-    """BA-2Motifs, node view (see the module docstring): ``x`` ``(N, 25, 1)`` constant node
+    """BA-2Motifs (synthetic graphs, no download), node view: which nodes make the motif.
+
+    BA-2Motifs, node view (see the module docstring): ``x`` ``(N, 25, 1)`` constant node
     features, ``forward_kwargs`` ``adj``/``mask``, ground truth = the 5 motif nodes.
     ``adjacency``: ``"raw"`` (the 0/1 adjacency, for the default model ``gin``) or ``"gcn"``
     (the propagation matrix ``D̂^{-1/2}(A + I)D̂^{-1/2}``, default model ``gcn``). Nothing is
@@ -269,7 +271,9 @@ def load_ba_2motifs_edges(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
 ) -> Dataset:
-    """BA-2Motifs, edge view (see the module docstring): ``x`` ``(N, E)`` edge weights,
+    """BA-2Motifs (synthetic graphs, no download), edge view: which edges make the motif.
+
+    BA-2Motifs, edge view (see the module docstring): ``x`` ``(N, E)`` edge weights,
     model ``edge-gnn`` (GIN), ground truth = the motif's internal edges."""
     return _load_ba_2motifs(
         "edges", seed, n_graphs, base_nodes, ba_edges, generator_seed, val_fraction, test_fraction

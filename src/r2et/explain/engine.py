@@ -23,6 +23,7 @@ from r2et._checks import (
     check_choice,
     check_finite_output,
     check_model_input,
+    not_logits,
 )
 from r2et._kwargs import repeat_batch, repeat_rows
 from r2et._second_order import second_order
@@ -333,7 +334,7 @@ class Explainer:
             if fast is not None:
                 return fast[0], picked[0], fast[1]
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
-        logits = model(xg, **fkw)
+        logits = _checked_logits(model(xg, **fkw), xg)
         t = _resolve(logits, target)
         return logits, t, _output_grad(logits, xg, t, self.output, create_graph)
 
@@ -421,7 +422,9 @@ def _logits(
 
 def _checked_logits(out: Any, x: torch.Tensor) -> torch.Tensor:
     """``out`` if it is a finite ``(N, n_classes)`` logits tensor for the batch ``x``."""
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+    if (msg := not_logits(out)) is not None:
+        raise ValueError(msg)
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
             f"model must return (N, n_classes) logits for x of batch {x.shape[0]}, got {shape}"
