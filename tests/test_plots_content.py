@@ -256,3 +256,14 @@ def test_docs_figures_are_drawn_from_the_stored_rows(tmp_path: Path) -> None:
         path = figures.render(name, rows_dir, tmp_path)
         assert path.read_bytes()[:4] == b"\x89PNG"
         assert (rows_dir / f"{name}.png").is_file()  # the shipped figure exists too
+
+
+def test_report_table_puts_the_yardsticks_beside_the_numbers() -> None:
+    rows = [_row("adult", m, s, 0.5, majority_rate=0.7 + 0.01 * s, random_p_at_k=4 / 11)
+            for m in ORDER for s in (0, 1)]  # fmt: skip
+    text = results_table(rows, 0.02, methods=ORDER)
+    # means over the dataset's cells, computed by hand: (0.70 + 0.71) / 2, 4/11
+    assert "Beside: always predicting the majority class 0.705; a random explanation's " \
+        "P@k (k/F) 0.364." in text  # fmt: skip
+    bare = [_row("adult", m, 0, 0.5) for m in ORDER]  # cells stored before the yardsticks
+    assert "Beside:" not in results_table(bare, 0.02, methods=ORDER)

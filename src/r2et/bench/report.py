@@ -225,9 +225,25 @@ def results_table(
                 out.append(f"**{text}**" if entry["best"][key] else text)
             out.append(entry["verdict"])
             lines.append("| " + " | ".join(out) + " |")
+        lines += _yardsticks(rows, block["dataset"])
         lines += block["notes"]
         blocks.append("\n".join(lines))
     return "\n\n".join([*blocks, VERDICT_LEGEND]) if blocks else ""
+
+
+def _yardsticks(rows: list[dict[str, Any]], dataset: str) -> list[str]:
+    """The line under a dataset's table that puts its numbers beside their yardsticks: the
+    accuracy of always predicting the majority class and a random explanation's P@k (k/F),
+    means over the dataset's cells that store them (none: no line)."""
+    rs = [r for r in rows if r.get("dataset") == dataset]
+    majority = mean_std([r.get("majority_rate") for r in rs])[0]
+    random_pk = mean_std([r.get("random_p_at_k") for r in rs])[0]
+    if math.isnan(majority) and math.isnan(random_pk):
+        return []
+    parts = [] if math.isnan(majority) else [f"always predicting the majority class {majority:.3f}"]
+    if not math.isnan(random_pk):
+        parts.append(f"a random explanation's P@k (k/F) {random_pk:.3f}")
+    return ["", "Beside: " + "; ".join(parts) + "."]
 
 
 def settings_table(
