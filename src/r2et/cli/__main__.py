@@ -1,8 +1,6 @@
 """``python -m r2et.cli``: the ``r2et`` command."""
 
-import sys
-
-from r2et.cli.app import main
+from r2et.cli.app import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
