@@ -332,8 +332,9 @@ def _examples(run_dir: Path, n: int, split: str) -> tuple[list[str], dict[str, f
 
     from r2et._kwargs import take_rows
     from r2et.data import load_run_dataset
+    from r2et.describe import class_name, unit_labels
     from r2et.explain import as_explainer
-    from r2et.plotting import plot_explanation, unit_labels
+    from r2et.plotting import plot_explanation
     from r2et.runs import load_run
 
     try:
@@ -360,7 +361,8 @@ def _examples(run_dir: Path, n: int, split: str) -> tuple[list[str], dict[str, f
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
-            title = f"{split}[{i}]: label {int(y[i])}, predicted {int(pred[i])}"
+            title = (f"{split}[{i}]: label {class_name(ds, int(y[i]))}, "
+                     f"predicted {class_name(ds, int(pred[i]))}")  # fmt: skip
             mask = kwb["mask"][i] if isinstance(kwb.get("mask"), torch.Tensor) else None
             path = Path(tmp) / f"example{i}.png"
             plot_explanation(ds, xb[i], scores[i], k, path, title=title, mask=mask, groups=groups)
