@@ -11,7 +11,8 @@ P@k at least 0.10 above vanilla's, at least half of vanilla's distinct sets, a d
 interval above 0 and a gain at least 0.9 x vanilla's, accuracy within 1 point.
 
     R2ET_DATA=../shared/data python benchmarks/cli_defaults.py --out cli-check \
-        [--seeds 0,1,2] [--datasets compas,german] [--method r2et] [--markdown]
+        [--seeds 0,1,2] [--datasets compas,german] [--method r2et] [--weight W]
+        [--param KEY=VALUE ...] [--preset thorough] [--markdown]
 
 Finished runs and evaluations in ``--out`` are kept (rerun to resume). Every command is the
 installed ``r2et`` entry point in a subprocess, with one torch thread.
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="r2et")
     p.add_argument("--preset", default="thorough")
     p.add_argument("--weight", default=None, help="--weight for the method (default: its own)")
+    p.add_argument(
+        "--param", action="append", default=[], help="KEY=VALUE for the method (repeatable)"
+    )
     p.add_argument("--markdown", action="store_true", help="print the table of --out only")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not (runs[a.method] / "config.json").exists():
                     base = str(runs["vanilla"])
                     weight = [] if a.weight is None else ["--weight", a.weight]
+                    weight += [arg for kv in a.param for arg in ("--param", kv)]
                     r2et("train", *data, "--method", a.method, "--pretrained", base, *weight,
                          "--seed", seed, "--out", str(runs[a.method]))  # fmt: skip
                 for run in runs.values():

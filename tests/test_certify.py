@@ -153,16 +153,26 @@ def _exact_radius(model: torch.nn.Module, x0: torch.Tensor, k: int) -> float:
     return float(best)
 
 
-@pytest.mark.parametrize("hidden,seed", [([5], 0), ([4, 3], 1), ([3, 3], 2)])
+@pytest.mark.parametrize("hidden,seed", [([5], 0), ([4, 3], 1), ([3, 3], 2), ([4, 4], 4)])
 def test_deterministic_radius_never_exceeds_exact_radius(hidden: list[int], seed: int) -> None:
+    """Both bounds are sound (never above the exact radius), the pattern bound is at least the
+    interval bound on every input, and it is the tighter one where units become unstable."""
     pytest.importorskip("scipy.optimize")
     model = tiny_mlp(3, hidden, 3, seed)
     x = randn_rows(8, 3, seed=seed)
     k = 1
-    res = certified_radius(model, x, Explainer("grad"), k, max_radius=4.0, n_bisect=30)
     exact = torch.tensor([_exact_radius(model, xi, k) for xi in x], dtype=torch.float64)
-    assert (res.radius <= exact + 1e-9).all(), (res.radius, exact)
-    assert (res.radius > 0).sum() >= 5  # not vacuous
+    radii = {}
+    for bound in ("interval", "patterns"):
+        res = certified_radius(
+            model, x, Explainer("grad"), k, max_radius=4.0, n_bisect=30, bound=bound
+        )
+        assert (res.radius <= exact + 1e-9).all(), (bound, res.radius, exact)
+        assert (res.radius > 0).sum() >= 5  # not vacuous
+        radii[bound] = res.radius
+    assert (radii["patterns"] >= radii["interval"]).all()
+    if len(hidden) > 1:  # two hidden layers: intervals lose the masks' correlation
+        assert (radii["patterns"] > radii["interval"] * 1.01).any()
     # the oracle itself: random points strictly inside the exact radius never change anything
     gen = torch.Generator().manual_seed(seed)
     ex = Explainer("grad")
@@ -407,3 +417,114 @@ def test_bench_certify_config_and_specs(tmp_path) -> None:
     assert specs["det"]["radii"] == [0.15, 0.3] and specs["det"]["bounds"] is box
     assert specs["sm"]["radii"] == [0.05, 0.1, 0.2] and "bounds" not in specs["sm"]
     assert _certify_specs(None, 0.3, [], None) is None
+
+
+def test_pattern_maps_cover_every_point_of_the_box() -> None:
+    """Every point of the box is computed by one of the enumerated affine maps (the pattern of
+    the point is among them); inputs with too many patterns are marked invalid."""
+    from r2et.certify.deterministic import _params64
+    from r2et.certify.patterns import pattern_affine_maps
+
+    model = make_mlp(n_in=6, n_out=3, seed=1)
+    params = _params64(relu_layers(model), torch.device("cpu"))
+    x = randn_rows(5, 6, seed=2)
+    gen = torch.Generator().manual_seed(0)
+    for r, cap in ((0.05, 1024), (0.2, 1024), (0.2, 4)):
+        a, c, valid = pattern_affine_maps(params, x - r, x + r, 0.0, cap)
+        assert a.shape[1] <= cap
+        u = torch.rand(300, *x.shape, generator=gen, dtype=x.dtype)
+        pts = x + (2 * u - 1) * r  # (300, 5, 6)
+        z = model(pts.reshape(-1, 6)).view(300, 5, 3)
+        maps = torch.einsum("npcf,mnf->mnpc", a, pts) + c  # every map at every point
+        err = (maps - z[:, :, None]).abs().amax(-1).amin(-1)  # the best map per point
+        assert (err[:, valid] < 1e-9).all()
+        if r == 0.05:
+            assert valid.all()
+    assert not valid.all()  # cap 4 leaves some inputs to the interval bound
+
+
+def test_cli_evaluate_certify_brackets_the_attack(tmp_path, capsys) -> None:
+    """``r2et evaluate --certify``: the certified P@k at eps is printed beside the attacked one
+    and never above it; a model the certificate does not cover is one line, exit 2."""
+    import json
+
+    from r2et.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "breast-cancer", "--epochs", "2", "--out", str(run),
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    args = ["evaluate", str(run), "--preset", "fast", "--n", "24", "--eps", "0.02",
+            "--no-progress", "--certify"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "certified linf" in out and "P@" in out
+    res = json.loads((run / "evaluation_test.json").read_text())
+    cert = res["certified"]["certified"]
+    assert cert["radii"] == [0.02]
+    assert cert["p_at_k_mean"][0] <= res["attacks"]["ensemble"]["p_at_k_mean"] + 1e-12
+    assert main([*args, "--norm", "l2"]) == 2
+    img = tmp_path / "img"
+    assert main(["train", "digits", "--model", "cnn", "--epochs", "0", "--out", str(img),
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", str(img), "--n", "4", "--certify", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--certify" in err[0]
+
+
+@pytest.mark.parametrize("beta", [1.0, 10.0])
+def test_softplus_gradient_bounds_contain_every_point_of_the_ball(beta: float) -> None:
+    """Softplus MLPs (``sp``, ``r2et-sp``): the interval bounds hold at every sampled point
+    and every vertex of the box, for gradient and gradient x input saliency."""
+    from r2et.certify.deterministic import _params64, mlp_layers, softplus_terms
+    from r2et.methods import get_method
+
+    model = get_method("sp", beta=beta).prepare(make_mlp(n_in=6, n_out=3, seed=3))
+    layers, acts = mlp_layers(model, randn_rows(2, 6, seed=0))
+    assert all(isinstance(a, torch.nn.Softplus) for a in acts)
+    params, sp = _params64(layers, torch.device("cpu")), softplus_terms(acts)
+    x = randn_rows(4, 6, seed=4)
+    target = model(x).argmax(1)
+    gen = torch.Generator().manual_seed(1)
+    for r in (0.01, 0.2, 1.0):
+        lo, hi = x - r, x + r
+        gl, gu, margin = gradient_bounds(params, lo, hi, target, softplus=sp)
+        u = torch.rand(400, *x.shape, generator=gen, dtype=x.dtype)
+        u[:64] = u[:64].round()
+        pts = (lo + (hi - lo) * u).reshape(-1, 6)
+        t = target.repeat(400)
+        g = grads(model, pts, t).view(400, 4, 6)
+        assert (g >= gl - 1e-10).all() and (g <= gu + 1e-10).all()
+        for method in ("grad", "grad_x_input"):
+            ex = Explainer(method, groups=[[0, 1], [2], [3, 4, 5]])
+            sl, su = score_bounds(ex, x, lo, hi, gl, gu)
+            s = ex.scores(model, pts, t).view(400, 4, -1)
+            assert (s >= sl - 1e-10).all() and (s <= su + 1e-10).all()
+        z = model(pts).view(400, 4, 3)
+        zc = z.gather(2, target.view(1, 4, 1).expand(400, 4, 1))
+        assert ((zc - z >= margin - 1e-10) | margin.isinf()).all()
+        if r == 0.01:  # tight at small radii: the box holds the gradient at x
+            assert (gu - gl).abs().max() < 0.5 * grads(model, x, target).abs().max()
+
+
+def test_softplus_certificate_is_sound_and_not_vacuous() -> None:
+    """The certified radius of a Softplus MLP (interval bound; patterns need ReLUs): no
+    sampled point inside it changes the top-k or the class, and most inputs get one."""
+    from r2et.methods import get_method
+
+    model = get_method("sp", beta=5.0).prepare(make_mlp(n_in=6, n_out=3, seed=2))
+    x = randn_rows(12, 6, seed=5)
+    ex = Explainer("grad")
+    res = certified_radius(model, x, ex, 2, max_radius=2.0)
+    assert res.params["bound"] == "interval"
+    assert (res.radius > 0).sum() >= 8
+    gen = torch.Generator().manual_seed(0)
+    c0 = model(x).argmax(1)
+    s0 = ex.scores(model, x, c0)
+    for i in range(len(x)):
+        r = float(res.radius[i])
+        pts = x[i] + (2 * torch.rand(2000, 6, generator=gen, dtype=x.dtype) - 1) * r * 0.999
+        assert (model(pts).argmax(1) == c0[i]).all()
+        s = ex.scores(model, pts, c0[i].expand(2000))
+        assert (topk_mask(s, 2) == topk_mask(s0[i : i + 1], 2)).all()

@@ -103,8 +103,9 @@ def test_listing_commands(capsys):
     assert [line.split()[0] for line in listing][:3] == ["vanilla", "wd", "sp"]
     from r2et import list_methods
 
-    # the paper's 11 (r2et-paper among them), r2et, r2et-data, 4 more variants, r2et-cert
-    assert len(listing) == len(list_methods()) == 18
+    # the paper's 11 (r2et-paper among them), r2et, r2et-data, the two anchored rows,
+    # 4 more variants, r2et-cert
+    assert len(listing) == len(list_methods()) == 20
 
 
 def test_version_and_defaults_in_help(capsys):

@@ -286,17 +286,20 @@ def test_public_names_still_resolve():
 def test_an_error_after_ctrl_c_is_reported_as_interrupted(monkeypatch, capsys):
     """A Ctrl-C that lands inside a third-party import can be swallowed there and surface
     later as another error (numpy's RecursionError): after SIGINT, any error is exit 130."""
-    import os
     import signal
+    import threading
+    import time
 
     import r2et.cli as cli
     import r2et.cli.app as cli_app
 
     def interrupted_import(args):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # the handler runs between bytecodes
-                pass
+        try:  # to the main thread itself: a busy machine may leave another thread that got
+            # a process-wide signal unscheduled for longer than a short loop (a flake seen once)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the handler runs between bytecodes
+                time.sleep(0.001)
         except KeyboardInterrupt:
             pass  # swallowed half-way, as an import machinery may
         raise RecursionError("maximum recursion depth exceeded")

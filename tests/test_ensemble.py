@@ -192,9 +192,9 @@ def test_early_exit_stops_inputs_at_zero():
 
 
 def test_presets_and_member_validation():
-    assert list_presets() == ["fast", "standard", "thorough"]
-    steps = {p: sum(m.steps * m.restarts for m in PRESETS[p]) for p in PRESETS}
-    assert steps["fast"] < steps["standard"] < steps["thorough"]
+    assert list_presets() == ["fast", "standard", "thorough", "adaptive"]  # adaptive: issue 26
+    steps = {p: sum(m.cost for m in PRESETS[p]) for p in PRESETS}
+    assert steps["fast"] < steps["standard"] < steps["adaptive"] < steps["thorough"]
     for members in PRESETS.values():
         for kind in ("images", "non-images"):
             names = [m.name for m in members if m.inputs in ("all", kind)]

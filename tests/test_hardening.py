@@ -492,6 +492,10 @@ BAD_TOML = {
     "nan weight": ('methods = ["vanilla", "r2et"]\n[grid]\nr2et = [nan]', "grid.r2et"),
     "negative weight": ('methods = ["vanilla", "r2et"]\n[grid]\nr2et = [-1.0]', "grid.r2et"),
     "weight of vanilla": ("[grid]\nvanilla = [1.0]", "has no weight"),
+    "anchored method without pre-training": (
+        'methods = ["vanilla", "r2et-anchor"]\n[pretrain]\nepochs = 0',
+        "pretrain.epochs must be > 0",
+    ),
     "negative budget": ("[evaluate]\nbudgets = [-0.5]", "evaluate.budgets"),
     "duplicate seeds": ("seeds = [0, 0]", "must not repeat"),
     "seeds of the wrong type": ('seeds = "0"', "seeds must be"),

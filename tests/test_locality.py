@@ -275,3 +275,19 @@ def test_the_tables_suggested_weight_reaches_fit_and_the_bench():
     assert method_params(cell, {"params": {"r2et": {"lam": 0.5}}}, {}, ds)["lam"] == 0.5
     assert method_params({**cell, "weight": 1.0}, {}, {}, ds)["lam"] == 1.0
     assert "lam" not in method_params({**cell, "method": "at"}, {}, {}, ds)
+
+
+def test_cli_anchored_method_needs_a_pretrained_run(tmp_path, capsys):
+    """``r2et-anchor`` keeps the ranking of the model it starts from: from scratch the CLI
+    refuses it in one line (exit 2); from a trained run it trains."""
+    from r2et.cli import main
+
+    args = ["train", "breast-cancer", "--method", "r2et-anchor", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pretrained" in err[0]
+    base = tmp_path / "v"
+    assert (
+        main(["train", "breast-cancer", "--epochs", "1", "--out", str(base), "--no-progress"]) == 0
+    )
+    assert main([*args, "--pretrained", str(base), "--out", str(tmp_path / "b")]) == 0

@@ -38,6 +38,8 @@ DESIGN_ORDER = [
     "r2et",
     "r2et-paper",
     "r2et-data",
+    "r2et-anchor",
+    "r2et-keep",
     "r2et-mm",
     "r2et-noh",
     "r2et-mm-noh",
@@ -679,6 +681,7 @@ def test_rows_name_their_terms():
     """Each built-in recipe is data: the terms it names and the defaults they bring."""
     from r2et.methods import (
         AdversarialPoint,
+        AnchoredGap,
         CertifiedGap,
         CEWeight,
         ExactHessian,
@@ -700,6 +703,8 @@ def test_rows_name_their_terms():
         "r2et": (RankingGap,),
         "r2et-paper": (RankingGap, FiniteDifferenceHessian),
         "r2et-data": (RankingGap, FiniteDifferenceHessian),
+        "r2et-anchor": (AnchoredGap,),
+        "r2et-keep": (RankingGap, AnchoredGap),
         "r2et-mm": (RankingGap, FiniteDifferenceHessian),
         "r2et-noh": (RankingGap,),
         "r2et-mm-noh": (RankingGap,),
@@ -772,3 +777,103 @@ def test_variant_rows_are_data():
     ]
     with pytest.raises(ValueError, match="tx_radius"):
         get_method("r2et-sp", k=2, tx_radius=0.0)
+
+
+# ------------------------------------------------------------------ issue 28: the anchor
+def _manual_scores(model, x, create_graph):
+    """``|∂ logit_pred / ∂x|`` per row with plain autograd (independent of r2et.explain)."""
+    xi = x.detach().requires_grad_(True)
+    logits = model(xi)
+    pred = logits.detach().argmax(1)
+    g = torch.autograd.grad(logits.gather(1, pred[:, None]).sum(), xi, create_graph=create_graph)
+    return g[0].abs()
+
+
+def _brute_topk(s, k):
+    mask = torch.zeros_like(s, dtype=torch.bool)
+    for n, row in enumerate(s):
+        mask[n, sorted(range(len(row)), key=lambda j: -float(row[j]))[:k]] = True
+    return mask
+
+
+def test_anchored_gap_ranks_each_input_against_the_starting_models_topk():
+    """``r2et-anchor``: the gap of the current scores around the top-k of the model as
+    ``prepare`` saw it (a frozen copy), value and parameter gradient by hand."""
+    import copy
+
+    model, x, y = make_mlp(), _x((8, 10)), _labels(8)
+    start = copy.deepcopy(model)
+    method = get_method("r2et-anchor", k=3, rho=0.5)
+    model = method.prepare(model)
+    with torch.no_grad():  # "training" moved the model away from the anchor
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)).double())
+    loss, logs = method.loss(model, x, y)
+    anchor_mask = _brute_topk(_manual_scores(start, x, False), 3)
+    s = _manual_scores(model, x, True)
+    assert (anchor_mask != _brute_topk(s.detach(), 3)).any(), "the case must tell them apart"
+    sn = s / s.mean(1, keepdim=True)
+    pairs = (sn[:, :, None] - sn[:, None, :]) * anchor_mask[:, :, None] * ~anchor_mask[:, None, :]
+    gap = pairs.sum((1, 2)) / (3 * 7)
+    ref_loss = F.cross_entropy(model(x), y) - 0.5 * gap.mean()
+    assert logs["anchor_gap"] == pytest.approx(float(gap.mean()), rel=1e-9)
+    torch.testing.assert_close(loss.detach(), ref_loss.detach())
+    params = list(model.parameters())
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params)):
+        torch.testing.assert_close(a, b)
+    # the anchor is a frozen copy: equal to the start, no gradients, not the trained model
+    assert method.anchor is not model
+    for a, b in zip(method.anchor.parameters(), start.parameters()):
+        assert not a.requires_grad
+        torch.testing.assert_close(a, b)
+
+
+def test_anchor_without_prepare_is_the_model_at_the_first_loss():
+    model, x, y = make_mlp(), _x((6, 10)), _labels(6)
+    method = get_method("r2et-anchor", k=2)
+    method.loss(model, x, y)
+    first = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    method.loss(model, x, y)
+    for a, b in zip(method.anchor.parameters(), first):
+        torch.testing.assert_close(a, b)
+    method.prepare(model)  # a new training run takes a new anchor
+    for a, b in zip(method.anchor.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b.detach())
+
+
+def test_anchor_needs_a_module():
+    method = get_method("r2et-anchor", k=2)
+    with pytest.raises(ValueError, match="nn.Module"):
+        method.loss(lambda x: x[:, :3] * 2, _x((4, 10)), _labels(4))
+
+
+def test_keep_is_the_gap_plus_the_anchored_gap():
+    """``r2et-keep`` = CE − lam·gap_T − rho·gap_A, T the current top-k and A the anchor's."""
+    import copy
+
+    model, x, y = make_mlp(), _x((8, 10)), _labels(8)
+    start = copy.deepcopy(model)
+    method = get_method("r2et-keep", k=3, lam=0.2, rho=0.7)
+    model = method.prepare(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)).double())
+    loss, logs = method.loss(model, x, y)
+    s = _manual_scores(model, x, True)
+    sn = s / s.mean(1, keepdim=True)
+
+    def gap(mask):
+        pairs = (sn[:, :, None] - sn[:, None, :]) * mask[:, :, None] * ~mask[:, None, :]
+        return (pairs.sum((1, 2)) / (3 * 7)).mean()
+
+    g_t, g_a = gap(_brute_topk(s.detach(), 3)), gap(_brute_topk(_manual_scores(start, x, False), 3))
+    assert float(g_t) != pytest.approx(float(g_a))
+    ref_loss = F.cross_entropy(model(x), y) - 0.2 * g_t - 0.7 * g_a
+    assert logs["gap"] == pytest.approx(float(g_t), rel=1e-9)
+    assert logs["anchor_gap"] == pytest.approx(float(g_a), rel=1e-9)
+    params = list(model.parameters())
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params)):
+        torch.testing.assert_close(a, b)

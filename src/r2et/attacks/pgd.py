@@ -44,6 +44,7 @@ are still running.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,29 @@ def random_points(
         lo, hi = torch.maximum(lo, box[0]), torch.minimum(hi, box[1])
     u = torch.rand((n_samples, *x.shape), generator=gen, dtype=x.dtype, device=x.device)
     return lo.unsqueeze(0) + u * (hi - lo).clamp_min(0).unsqueeze(0)
+
+
+def halving_schedule(steps: int, restarts: int, rounds: int, keep: float) -> dict[int, int]:
+    """Successive halving of ``restarts`` runs of ``steps`` steps in ``rounds`` rounds:
+    ``{round(steps · j / rounds): n_j}`` for ``j = 1..rounds−1``, with ``n_0 = restarts`` and
+    ``n_j = max(1, ceil(keep · n_{j−1}))`` the restarts per input that continue from that
+    iteration on (empty for one round)."""
+    out: dict[int, int] = {}
+    n = restarts
+    for j in range(1, rounds):
+        n = max(1, math.ceil(round(keep * n, 9)))
+        out[round(steps * j / rounds)] = n
+    return out
+
+
+def halving_cost(steps: int, restarts: int, rounds: int = 1, keep: float = 0.25) -> int:
+    """Gradient evaluations per input of a run with successive halving (no early stop):
+    ``Σ_j n_j · (b_{j+1} − b_j)`` over the rounds' boundaries ``b`` (``restarts · steps`` for
+    one round)."""
+    sched = halving_schedule(steps, restarts, rounds, keep)
+    bounds = [0, *sched, steps]
+    counts = [restarts, *sched.values()]
+    return sum(c * (hi - lo) for c, lo, hi in zip(counts, bounds, bounds[1:]))
 
 
 def check_skip(skip: Any, n: int) -> torch.Tensor:
@@ -183,6 +207,16 @@ class ExplanationPGD(SingleAttack):
         (``√D · ∇L/‖∇L‖₂`` under l_inf, the official code's PGD_m step).
     tau : temperature of ``minmax``/``overlap``, relative to the mean clean score.
     early_stop : stop a sample once its P@k is 0.
+    rounds, keep : successive halving of the restarts (default ``rounds=1``: none). With
+        ``rounds = m > 1`` the ``steps`` are split into ``m`` rounds at the iterations
+        ``round(steps · j / m)``, ``j = 1..m−1``; at the start of each later round every input
+        keeps only ``max(1, ceil(keep · n))`` of its ``n`` still-running restarts, the best by
+        the criterion of the returned point (lowest P@k so far, then lowest objective on the
+        original model, then the first restart), and the others stop where they are (their
+        best points still count). Many short starts thus cost about
+        ``restarts · steps / m`` gradient steps plus the survivors' (:func:`halving_cost`),
+        instead of ``restarts · steps``. ``last_grad_evals`` holds the gradient evaluations
+        (rows × steps) of the last call.
 
     Calling ``atk(model, x, y=None, **forward_kwargs)`` returns an :class:`AttackResult`.
     """
@@ -214,6 +248,8 @@ class ExplanationPGD(SingleAttack):
         tau: float = 0.1,
         early_stop: bool = True,
         clip_inputs: bool = False,
+        rounds: int = 1,
+        keep: float = 0.25,
     ) -> None:
         ex = as_explainer(ex)
         check_explainer(ex, gradient=type(self).__name__)
@@ -262,6 +298,19 @@ class ExplanationPGD(SingleAttack):
         self.direction = direction
         check_positive("tau", tau)
         self.tau = float(tau)
+        self.rounds = check_int("rounds", rounds, 1)
+        if self.rounds > self.steps:
+            raise ValueError(f"rounds ({rounds}) must be at most steps ({steps})")
+        check_positive("keep", keep)
+        if keep > 1:
+            raise ValueError(f"keep must be in (0, 1], got {keep!r}")
+        self.keep = float(keep)
+        self.last_grad_evals = 0
+
+    def halving_schedule(self) -> dict[int, int]:
+        """``{iteration: restarts kept per input}`` of the successive halving (empty when
+        ``rounds == 1``)."""
+        return halving_schedule(self.steps, self.restarts, self.rounds, self.keep)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "attack")
@@ -289,6 +338,7 @@ class ExplanationPGD(SingleAttack):
             "tau": self.tau,
             "early_stop": self.early_stop,
             "box": self.bounds is not None,
+            **({"rounds": self.rounds, "keep": self.keep} if self.rounds > 1 else {}),
         }
 
     def resolve_beta(self, model: Any) -> float | None:
@@ -398,7 +448,8 @@ class ExplanationPGD(SingleAttack):
         )  # fmt: skip
         if skip is not None:
             state.active &= ~check_skip(skip, n).to(x.device).repeat(r)
-        state.run()
+        state.run(self.halving_schedule())
+        self.last_grad_evals = state.grad_evals
         rows = pick_best(state.best_p, state.best_obj, r, n) if r > 1 else slice(None)
         best_x = state.best_x[rows]
         if not self.keep_prediction:

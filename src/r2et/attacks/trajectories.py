@@ -98,13 +98,34 @@ class Trajectories:
         self.x_fbest = x.clone()
         self.n_imp = torch.zeros(rows, dtype=torch.long, device=dev)
         self.eta_ck = self.eta.clone()
+        self.grad_evals = 0
 
-    def run(self) -> None:
+    def prune(self, keep_n: int) -> None:
+        """Successive halving: for every input, only its ``keep_n`` best still-active rows stay
+        active (lowest best P@k, then lowest best objective, then the first restart)."""
+        reps, n = self.reps, self.n_inputs
+        act = self.active.view(reps, n)
+        inf = torch.full((reps, n), float("inf"), dtype=self.best_p.dtype, device=act.device)
+        p = torch.where(act, self.best_p.view(reps, n), inf)
+        o = torch.where(act, self.best_obj.view(reps, n).to(p.dtype), inf)
+        order = torch.sort(o, dim=0, stable=True).indices  # lexicographic: (p, o, restart)
+        order = order.gather(0, torch.sort(p.gather(0, order), dim=0, stable=True).indices)
+        rank = torch.empty_like(order)
+        ar = torch.arange(reps, device=act.device).unsqueeze(1).expand(reps, n)
+        rank.scatter_(0, order, ar)
+        self.active &= (rank < keep_n).reshape(-1)
+
+    def run(self, prunes: dict[int, int] | None = None) -> None:
+        """The loop: ``steps`` steps; at iteration ``t`` in ``prunes`` (successive halving)
+        each input keeps ``prunes[t]`` rows (:meth:`prune`) before the step."""
         atk = self.atk
+        prunes = prunes or {}
         checkpoints = set(apgd_checkpoints(atk.steps)) if atk.schedule == "apgd" else set()
         last_ck = 0
         n_rows = self.x.shape[0]
         for t in range(atk.steps + 1):
+            if t in prunes:
+                self.prune(prunes[t])
             rows = self.active.nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
@@ -117,6 +138,7 @@ class Trajectories:
             ctx = self.ctx if full else take_rows(self.ctx, rows, n_rows)
             xc = pick(self.cur)
             need_grad = t < atk.steps
+            self.grad_evals += rows.numel() if need_grad else 0
             s, logits, loss, g = self._evaluate(xc, pick(self.tgt), kw, ctx, need_grad)
             ok = logits.argmax(1) == pick(self.pred0)
             if not atk.keep_prediction:

@@ -174,6 +174,12 @@ class BenchConfig:
                 raise ValueError(f"grid.{name} must not repeat a weight, got {values}")
         for sec in _SECTIONS:
             _check_section(sec, getattr(self, sec), complete=True)
+        anchored = [m for m in self.methods if method_row(m).needs_anchor]
+        if anchored and int(self.pretrain["epochs"]) == 0:
+            raise ValueError(
+                f"methods {anchored} keep the ranking of the pre-trained model: "
+                "pretrain.epochs must be > 0"
+            )
         if not isinstance(self.datasets_options, dict):
             raise ValueError("datasets_options must be a table of [datasets_options.NAME] tables")
         for name, opts in self.datasets_options.items():

@@ -140,6 +140,18 @@ def _run_process(
         pool.join()
 
 
+#: How often Ray runs a task again whose worker or node died (a lost node's tasks are retried
+#: on the nodes left).
+RAY_RETRIES = 1
+
+
+class LostTasksError(ConnectionError):
+    """Ray tasks lost for good: their worker or node died on every try (:data:`RAY_RETRIES`).
+    Raised once every other task has finished and its result was handed on, so that only the
+    lost tasks are left to ``--resume``. A system error (an ``OSError``): one line and exit
+    code 3 from the command line."""
+
+
 def _run_ray(
     fn: Callable[..., dict[str, Any]],
     jobs: list[Job],
@@ -151,7 +163,9 @@ def _run_ray(
     ``options["address"]`` (a new local one when None and Ray is not initialised), at most
     ``options["workers"]`` in flight when given; results are handed to ``on_result`` in this
     process as they finish. Each task imports the plugins before it runs (a new Ray cluster
-    gets this process's ``R2ET_PLUGINS``, ``R2ET_DATA`` and ``R2ET_CACHE``)."""
+    gets this process's ``R2ET_PLUGINS``, ``R2ET_DATA`` and ``R2ET_CACHE``). A task whose
+    worker or node dies is run again by Ray (:data:`RAY_RETRIES`); one lost on every try does
+    not stop the others: once they have finished, :class:`LostTasksError` names the lost."""
     from r2et.plugins import ENV_VAR
 
     try:
@@ -168,18 +182,35 @@ def _run_ray(
             log_to_driver=False,
         )
     gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    remote = ray.remote(num_gpus=gpus, max_retries=1)(_call_with_plugins)
+    remote = ray.remote(num_gpus=gpus, max_retries=RAY_RETRIES)(_call_with_plugins)
     limit = int(options.get("workers") or len(jobs))  # tasks in flight at once
     queue = list(enumerate(jobs))[::-1]  # popped from the end: submitted in order
     pending: dict[Any, int] = {}
+    lost: list[BaseException] = []
     while queue or pending:
         while queue and len(pending) < limit:
             i, args = queue.pop()
             pending[remote.remote(fn, *args)] = i
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
-            on_result(pending.pop(ref), ray.get(ref))
+            i = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError:
+                raise  # the task's own error, raised as the local executor raises it
+            except ray.exceptions.RayError as err:  # its worker or node died on every try
+                lost.append(err)
+            else:
+                on_result(i, result)
             progress.update(1)
+    if lost:
+        err = lost[0]
+        why = " ".join(str(err).split())[:200] or type(err).__name__
+        raise LostTasksError(
+            f"{len(lost)} of {len(jobs)} Ray task(s) were lost to a failure of the cluster "
+            f"(a worker or node died, also on Ray's retry; first: {type(err).__name__}: {why}); "
+            "the results of the others are saved: rerun with --resume to compute the lost ones"
+        )
 
 
 #: How the grid's independent tasks are run, by name: ``fn(task, jobs, on_result, progress,

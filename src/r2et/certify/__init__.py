@@ -5,7 +5,7 @@ An attack can only show that an explanation is fragile; a certificate shows that
 :func:`certified_radius` returns, for every input, a radius and a certified P@k lower bound
 at a grid of radii, by one of two methods:
 
-``"deterministic"`` (l_inf, exact arithmetic bounds; ReLU MLPs, gradient saliency of the logit)
+``"deterministic"`` (l_inf, exact arithmetic bounds; ReLU or Softplus MLPs, logit saliency)
     Interval bound propagation (IBP; Gowal et al. 2018) of the input box
     ``B = {x' : ‖x' − x‖_∞ <= r}`` (intersected with the data box ``bounds`` if given)
     through the network gives each hidden unit an interval ``[l, u]`` of pre-activations.
@@ -58,22 +58,38 @@ Both run on the device of the model and inputs, batched (noise samples in chunks
 
 Modules: :mod:`r2et.certify.core` (:func:`certified_radius`), :mod:`r2et.certify.result`
 (:class:`CertificateResult`), :mod:`r2et.certify.deterministic` and
-:mod:`r2et.certify.smoothed` (the two methods).
+:mod:`r2et.certify.smoothed` (the two methods), :mod:`r2et.certify.patterns` (the
+deterministic method's default bound, ``bound="patterns"``: instead of intervals through the
+backward pass, every on/off choice of the units the box leaves unstable is enumerated, the
+network being affine on each; per pattern the gradient is exact, and the top-k and the class
+are checked jointly for every pattern; inputs with more than ``max_patterns`` patterns keep
+the interval bound, and the stronger of the two is reported). A Softplus layer (``sp``,
+``r2et-sp``) passes the box through the monotone softplus, and its derivative ``σ(β z)``
+lies in ``[σ(β l), σ(β u)]``, a positive interval that multiplies the backward row vector as
+an interval product (the interval bound only: softplus has no activation patterns).
 """
 
 from __future__ import annotations
 
 from r2et.certify.core import METHODS, certified_radius
-from r2et.certify.deterministic import gradient_bounds, relu_layers, score_bounds
+from r2et.certify.deterministic import (
+    BOUNDS,
+    gradient_bounds,
+    mlp_layers,
+    relu_layers,
+    score_bounds,
+)
 from r2et.certify.result import CertificateResult
 from r2et.certify.smoothed import clopper_pearson_lower, smoothed_p_at_k_bound
 
 __all__ = [
+    "BOUNDS",
     "METHODS",
     "CertificateResult",
     "certified_radius",
     "clopper_pearson_lower",
     "gradient_bounds",
+    "mlp_layers",
     "relu_layers",
     "score_bounds",
     "smoothed_p_at_k_bound",

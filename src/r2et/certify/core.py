@@ -19,7 +19,7 @@ from r2et._checks import (
     check_positive,
     model_inputs,
 )
-from r2et.certify.deterministic import deterministic_certificate
+from r2et.certify.deterministic import BOUNDS, deterministic_certificate
 from r2et.certify.result import CertificateResult
 from r2et.certify.smoothed import smoothed_certificate
 from r2et.explain import Explainer, as_explainer
@@ -50,16 +50,21 @@ def certified_radius(
     batch_size: int = 4096,
     seed: int = 0,
     progress: bool = False,
+    bound: str = "patterns",
+    max_patterns: int = 1024,
     **forward_kwargs: Any,
 ) -> CertificateResult:
     """Certify the top-k set of ``explainer``'s scores on every row of ``x``.
 
-    ``method="deterministic"`` (l_inf; ReLU MLPs of ``nn.Linear``/``nn.ReLU``, explainer
-    ``grad`` or ``grad_x_input`` of the ``logit``): interval bounds on the gradient over the
-    ball, bisection over ``[0, max_radius]`` (``n_bisect`` halvings; a radius equal to
-    ``max_radius`` means "at least"), the ball intersected with
-    the data box ``bounds = (low, high)`` when given; ``target=None`` also requires the
-    predicted class to be certified. ``method="smoothed"`` (l2; any model and explainer): the
+    ``method="deterministic"`` (l_inf; MLPs of ``nn.Linear``/``nn.ReLU``/``nn.Softplus``, explainer
+    ``grad`` or ``grad_x_input`` of the ``logit``): bounds on the gradient over the ball
+    (``bound="patterns"``, the default: every activation pattern of the unstable units
+    enumerated, for inputs with at most ``max_patterns`` of them, :mod:`r2et.certify.patterns`,
+    and the stronger of that and the interval bound; ``bound="interval"``: intervals through
+    the backward pass only), bisection over ``[0, max_radius]`` (``n_bisect`` halvings; a
+    radius equal to ``max_radius`` means "at least"), the ball intersected with the data box
+    ``bounds = (low, high)`` when given; ``target=None`` also requires the predicted class to
+    be certified. ``method="smoothed"`` (l2; any model and explainer): the
     membership frequency under ``N(0, sigma²)`` noise, ``n0`` selection and ``n`` estimation
     samples in chunks of about ``batch_size`` noisy rows, confidence ``1 − alpha`` per input
     (Bonferroni over features), noise seeded by ``seed``. ``radii``: where the certified P@k
@@ -85,6 +90,8 @@ def certified_radius(
     check_int("seed", seed, 0)
     check_positive("max_radius", max_radius)
     check_positive("rtol", rtol, allow_zero=True)
+    check_choice("bound", bound, BOUNDS)
+    check_int("max_patterns", max_patterns, 1)
     if method == "smoothed":
         check_positive("sigma", sigma)
         check_int("n0", n0, 1)
@@ -100,7 +107,7 @@ def certified_radius(
         if method == "deterministic":
             res = deterministic_certificate(
                 model, x, explainer, k, target, grid, bounds, max_radius, n_bisect, rtol,
-                forward_kwargs,
+                forward_kwargs, bound, max_patterns,
             )  # fmt: skip
         else:
             res = smoothed_certificate(

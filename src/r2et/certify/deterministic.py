@@ -1,53 +1,70 @@
-"""The deterministic certificate (l_inf, exact arithmetic bounds; ReLU MLPs, gradient saliency
-of the logit): interval bounds on the gradient over the ball, and bisection of the largest
-radius at which the top-k set is certified. The maths is in :mod:`r2et.certify`'s docstring."""
+"""The deterministic certificate (l_inf, exact arithmetic bounds; ReLU or Softplus MLPs,
+gradient saliency of the logit): interval bounds on the gradient over the ball (or, for ReLU
+networks, every activation pattern, :mod:`r2et.certify.patterns`), and bisection of the
+largest radius at which the top-k set is certified. The maths is in :mod:`r2et.certify`'s
+docstring."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from r2et._checks import check_k
+from r2et.certify.patterns import pattern_affine_maps
 from r2et.certify.result import CertificateResult
 from r2et.explain import Explainer
 
-__all__ = ["deterministic_certificate", "gradient_bounds", "relu_layers", "score_bounds"]
+#: The bounds of the deterministic certificate: ``"interval"`` (intervals through the
+#: gradient's backward pass), ``"patterns"`` (every reachable activation pattern enumerated,
+#: :mod:`r2et.certify.patterns`; inputs with too many patterns fall back to the intervals).
+BOUNDS = ("patterns", "interval")
+
+__all__ = [
+    "deterministic_certificate",
+    "gradient_bounds",
+    "mlp_layers",
+    "relu_layers",
+    "score_bounds",
+]
 
 
-def relu_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[nn.Linear]:
-    """The ``nn.Linear`` layers of a feed-forward ReLU network ``Linear (ReLU Linear)*``
-    (``nn.Flatten``, ``nn.Identity`` and ``nn.Dropout`` are skipped; they act as identity on
-    flattened inputs in eval mode). With ``x``, checks that composing these layers reproduces
-    ``model(x)`` (so a model whose ``forward`` does something else is refused). Raises
-    ``TypeError`` for any other architecture."""
+def mlp_layers(
+    model: nn.Module, x: torch.Tensor | None = None
+) -> tuple[list[nn.Linear], list[nn.Module]]:
+    """``(linears, activations)`` of a feed-forward network ``Linear (act Linear)*`` whose
+    activations are ``nn.ReLU`` or ``nn.Softplus`` (``nn.Flatten``, ``nn.Identity`` and
+    ``nn.Dropout`` are skipped; they act as identity on flattened inputs in eval mode). With
+    ``x``, checks that composing these layers reproduces ``model(x)`` (so a model whose
+    ``forward`` does something else is refused). Raises ``TypeError`` for any other
+    architecture."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"the deterministic certificate needs an nn.Module, got {type(model)}")
     seq: list[Any] = []
     for m in model.modules():
         if any(True for _ in m.children()):
             continue
-        if isinstance(m, nn.Linear):
+        if isinstance(m, (nn.Linear, nn.ReLU, nn.Softplus)):
             seq.append(m)
-        elif isinstance(m, nn.ReLU):
-            seq.append("relu")
         elif isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
             continue
         else:
             raise TypeError(
-                f"the deterministic certificate supports ReLU MLPs (Linear/ReLU/Flatten), "
+                f"the deterministic certificate supports MLPs (Linear/ReLU/Softplus/Flatten), "
                 f"found {type(m).__name__}; use method='smoothed'"
             )
     ok = len(seq) % 2 == 1 and all(
-        isinstance(m, nn.Linear) if i % 2 == 0 else m == "relu" for i, m in enumerate(seq)
+        isinstance(m, nn.Linear) == (i % 2 == 0) for i, m in enumerate(seq)
     )
     if not ok:
         raise TypeError(
-            "the deterministic certificate needs a network Linear (ReLU Linear)*; "
+            "the deterministic certificate needs a network Linear (ReLU|Softplus Linear)*; "
             "use method='smoothed'"
         )
-    layers = [m for m in seq if isinstance(m, nn.Linear)]
+    layers, acts = seq[0::2], seq[1::2]
     if x is not None:
         n_in = int(x[0].numel()) if x.dim() >= 1 and x.shape[0] > 0 else -1
         if x.dim() < 2 or n_in != layers[0].in_features:
@@ -59,15 +76,48 @@ def relu_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[nn.Line
         h = x.flatten(1)
         for i, lin in enumerate(layers):
             h = lin(h)
-            if i < len(layers) - 1:
-                h = torch.relu(h)
+            if i < len(acts):
+                h = acts[i](h)
         out = model(x)
         if out.shape != h.shape or not torch.allclose(out, h, rtol=1e-4, atol=1e-5):
             raise TypeError(
-                "the model's forward is not the composition of its Linear/ReLU layers; "
+                "the model's forward is not the composition of its Linear/activation layers; "
                 "use method='smoothed'"
             )
+    return layers, acts
+
+
+def relu_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[nn.Linear]:
+    """The ``nn.Linear`` layers of a feed-forward ReLU network ``Linear (ReLU Linear)*``
+    (:func:`mlp_layers`, every activation a ReLU). Raises ``TypeError`` for any other
+    architecture."""
+    layers, acts = mlp_layers(model, x)
+    if not all(isinstance(a, nn.ReLU) for a in acts):
+        raise TypeError(
+            "this needs a ReLU MLP (Linear/ReLU/Flatten), found Softplus; use method='smoothed'"
+        )
     return layers
+
+
+def softplus_terms(acts: list[nn.Module]) -> list[tuple[float, float] | None]:
+    """Per hidden layer, ``(beta, threshold)`` of an ``nn.Softplus`` or None for a ReLU."""
+    return [(float(a.beta), float(a.threshold)) if isinstance(a, nn.Softplus) else None
+            for a in acts]  # fmt: skip
+
+
+def _softplus_box(
+    pl: torch.Tensor, pu: torch.Tensor, beta: float, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softplus over pre-activations in ``[pl, pu]``: the output box (torch's softplus is
+    monotone up to a step of ``log(1 + e^-threshold)/beta`` where it turns linear, added to the
+    upper bound and taken off the lower) and the derivative box ``[σ(β pl), σ(β pu)]`` (1
+    where torch's derivative is exactly 1, past the threshold)."""
+    step = math.log1p(math.exp(-threshold)) / beta
+    lo = F.softplus(pl, beta, threshold) - step
+    hi = F.softplus(pu, beta, threshold) + step
+    dl = torch.where(beta * pl > threshold, torch.ones_like(pl), torch.sigmoid(beta * pl))
+    du = torch.where(beta * pu > threshold, torch.ones_like(pu), torch.sigmoid(beta * pu))
+    return lo, hi, dl, du
 
 
 def _params64(layers: list[nn.Linear], device: torch.device) -> list[tuple[torch.Tensor, ...]]:
@@ -86,16 +136,23 @@ def gradient_bounds(
     high: torch.Tensor,
     target: torch.Tensor,
     slack: float = 0.0,
+    softplus: list[tuple[float, float] | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Interval bounds over the box ``[low, high]`` ``(N, F)`` of a ReLU MLP given by its
-    ``(W, b)`` pairs: ``(g_l, g_u, margin_l)`` with ``g_l <= ∂z_c/∂x <= g_u`` ``(N, F)`` for the
-    target class ``c`` ``(N,)`` at every point of the box (where the gradient exists; ReLU'(0)
-    is taken as 0, torch's convention, and unstable units cover both), and ``margin_l``
-    ``(N, C)`` a lower bound of ``z_c − z_j`` (``+inf`` at ``j = c``).
+    """Interval bounds over the box ``[low, high]`` ``(N, F)`` of an MLP given by its
+    ``(W, b)`` pairs (ReLU activations, or per hidden layer ``(beta, threshold)`` of a
+    Softplus in ``softplus``, :func:`softplus_terms`): ``(g_l, g_u, margin_l)`` with
+    ``g_l <= ∂z_c/∂x <= g_u`` ``(N, F)`` for the target class ``c`` ``(N,)`` at every point
+    of the box (where the gradient exists; ReLU'(0) is taken as 0, torch's convention, and
+    unstable units cover both), and ``margin_l`` ``(N, C)`` a lower bound of ``z_c − z_j``
+    (``+inf`` at ``j = c``).
 
     Forward: IBP in centre-radius form, ``c' = W c + b``, ``r' = |W| r``, then ReLU.
     Backward: ``v = W_L[c]``; per hidden layer, masks fixed on (keep), fixed off (zero) or
-    unstable (``[min(0, v_l), max(0, v_u)]``), then ``v ← v W`` in centre-radius form.
+    unstable (``[min(0, v_l), max(0, v_u)]``), then ``v ← v W`` in centre-radius form. A
+    Softplus layer passes the box through the (monotone) softplus, and its derivative lies in
+    ``[d_l, d_u] = [σ(β l), σ(β u)]`` (positive): ``v ← [min(v_l d_l, v_l d_u),
+    max(v_u d_l, v_u d_u)]``, the interval product (a ReLU's masks are the case ``d ∈ {0},
+    {1}, [0, 1]``).
     ``slack`` (relative): a unit counts as stable only if its bound clears 0 by ``slack`` times
     the magnitude ``|W| |c| + |W| r + |b|`` of its pre-activation, and the margins are lowered
     by the same relative amount, so that float32 rounding of the deployed model (which may put a
@@ -104,13 +161,21 @@ def gradient_bounds(
     term).
     """
     states: list[tuple[torch.Tensor, torch.Tensor]] = []
+    derivs: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    acts = softplus or [None] * (len(params) - 1)
     lo, hi = low, high
-    for w, b in params[:-1]:
+    for (w, b), act in zip(params[:-1], acts):
         c, r = (lo + hi) / 2, (hi - lo) / 2
         pc, pr = c @ w.T + b, r @ w.abs().T
         pl, pu = pc - pr, pc + pr
+        if act is not None:  # Softplus(beta, threshold)
+            lo, hi, dl, du = _softplus_box(pl, pu, *act)
+            states.append((pl > pu, pl > pu))  # no stable/unstable units: unused
+            derivs.append((dl, du))
+            continue
         eps = slack * (c.abs() @ w.abs().T + pr + b.abs()) if slack > 0 else 0.0
         states.append((pl > eps, pu < -eps) if slack > 0 else (pl > 0, pu <= 0))
+        derivs.append(None)
         lo, hi = pl.clamp_min(0), pu.clamp_min(0)
     w_last, b_last = params[-1]
     # logit margins z_c − z_j over the last hidden box
@@ -126,10 +191,14 @@ def gradient_bounds(
     margin = margin.masked_fill(own, float("inf"))
     # gradient row vector, backwards
     vl = vu = w_last[target]
-    for (w, _), (on, off) in zip(reversed(params[:-1]), reversed(states)):
-        unstable = ~(on | off)
-        vl = torch.where(off, torch.zeros_like(vl), torch.where(unstable, vl.clamp_max(0), vl))
-        vu = torch.where(off, torch.zeros_like(vu), torch.where(unstable, vu.clamp_min(0), vu))
+    for (w, _), (on, off), d in zip(reversed(params[:-1]), reversed(states), reversed(derivs)):
+        if d is not None:  # v times a positive derivative interval [dl, du]
+            dl, du = d
+            vl, vu = torch.minimum(vl * dl, vl * du), torch.maximum(vu * dl, vu * du)
+        else:
+            unstable = ~(on | off)
+            vl = torch.where(off, torch.zeros_like(vl), torch.where(unstable, vl.clamp_max(0), vl))
+            vu = torch.where(off, torch.zeros_like(vu), torch.where(unstable, vu.clamp_min(0), vu))
         c, r = (vl + vu) / 2, (vu - vl) / 2
         c, r = c @ w, r @ w.abs()
         vl, vu = c - r, c + r
@@ -157,6 +226,85 @@ def score_bounds(
     return explainer.reduce_attr(lower.view(shape)), explainer.reduce_attr(upper.view(shape))
 
 
+def _pattern_check(
+    params: list[tuple[torch.Tensor, torch.Tensor]],
+    ex: Explainer,
+    shape: tuple[int, ...],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    t: torch.Tensor,
+    top_idx: torch.Tensor,
+    tol: torch.Tensor,
+    rtol: float,
+    max_patterns: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(n_in, cls, valid)`` of the pattern bound on the boxes ``[lo, hi]`` ``(n, F)``: per
+    input the number of top-k units certified to stay in the top-k under *every* enumerated
+    pattern, whether the class is certified, and whether the input had few enough patterns
+    (:func:`~r2et.certify.patterns.pattern_affine_maps`)."""
+    a, c, valid = pattern_affine_maps(params, lo, hi, rtol, max_patterns)
+    n, p, n_cls, f = a.shape
+    kk = top_idx.shape[1]
+    g = a.gather(2, t.view(n, 1, 1, 1).expand(n, p, 1, f)).squeeze(2)  # (n, P, F)
+    mag = g.abs()
+    if ex.method == "grad_x_input":  # |x'_j g_j| with x'_j in [lo_j, hi_j]
+        far = torch.maximum(lo.abs(), hi.abs())
+        near = torch.where(
+            (lo <= 0) & (hi >= 0), torch.zeros_like(lo), torch.minimum(lo.abs(), hi.abs())
+        )
+        low_s, high_s = mag * near[:, None], mag * far[:, None]
+    else:
+        low_s = high_s = mag
+    sl = ex.reduce_attr(low_s.reshape(n * p, *shape)).view(n, p, -1)
+    su = ex.reduce_attr(high_s.reshape(n * p, *shape)).view(n, p, -1)
+    lo_t = sl.gather(2, top_idx[:, None].expand(n, p, kk))
+    rivals = (su[:, :, None, :] >= (lo_t - tol[:, None])[..., None]).sum(-1) - 1
+    n_in = ((rivals <= kk - 1) & (lo_t > tol[:, None])).sum(-1).amin(1)
+    # logit margins z_t − z_j, minimised over the box for each pattern
+    own_a = a.gather(2, t.view(n, 1, 1, 1).expand(n, p, 1, f))
+    own_c = c.gather(2, t.view(n, 1, 1).expand(n, p, 1))
+    da, dc = own_a - a, own_c - c  # (n, P, C, F), (n, P, C)
+    xc, xr = (lo + hi) / 2, (hi - lo) / 2
+    spread = torch.einsum("npcf,nf->npc", da.abs(), xr)
+    margin = torch.einsum("npcf,nf->npc", da, xc) + dc - spread
+    size = torch.einsum("npcf,nf->npc", da.abs(), xc.abs()) + spread + dc.abs()
+    margin = margin - rtol * size
+    own = torch.arange(n_cls, device=t.device)[None, None, :] == t[:, None, None]
+    cls = margin.masked_fill(own, float("inf")).flatten(1).amin(1) > 0
+    return n_in, cls, valid
+
+
+def _pattern_search(
+    check: Any, lo_r: torch.Tensor, max_radius: float, n_bisect: int
+) -> torch.Tensor:
+    """The largest radius the pattern certificate holds at, from the interval radius ``lo_r``
+    (certified, a lower bound) up: the radius is doubled while it holds (from
+    ``max_radius · 2^-n_bisect`` where ``lo_r`` is 0), then the bracket ``[lo, hi]`` is bisected
+    ``n_bisect`` times (``hi`` = 2 lo: a relative precision of ``2^-n_bisect``). Rows are
+    checked only while their bracket is open."""
+    step = max_radius * 2.0**-n_bisect
+    lo = lo_r.clone()
+    hi = torch.full_like(lo, float("inf"))
+    open_ = lo < max_radius
+    while bool(open_.any()):  # doubling: at most log2(2^n_bisect) + 1 rounds
+        rows = open_.nonzero().squeeze(1)
+        cand = torch.clamp(torch.maximum(2 * lo[rows], torch.full_like(lo[rows], step)),
+                           max=max_radius)  # fmt: skip
+        held = check(cand, rows)[0]
+        lo[rows] = torch.where(held, cand, lo[rows])
+        hi[rows] = torch.where(held, hi[rows], cand)
+        open_[rows] = held & (cand < max_radius)
+    for _ in range(n_bisect):
+        rows = (hi < float("inf")).nonzero().squeeze(1)
+        if not len(rows):
+            break
+        mid = (lo[rows] + hi[rows]) / 2
+        held = check(mid, rows)[0]
+        lo[rows] = torch.where(held, mid, lo[rows])
+        hi[rows] = torch.where(held, hi[rows], mid)
+    return torch.maximum(lo, lo_r)
+
+
 def deterministic_certificate(
     model: Any,
     x: torch.Tensor,
@@ -169,6 +317,8 @@ def deterministic_certificate(
     n_bisect: int,
     rtol: float,
     fkw: dict[str, Any],
+    bound: str = "patterns",
+    max_patterns: int = 1024,
 ) -> CertificateResult:
     if fkw:
         raise ValueError("the deterministic certificate takes no forward keywords (MLPs only)")
@@ -177,7 +327,13 @@ def deterministic_certificate(
             "the deterministic certificate needs Explainer('grad' or 'grad_x_input', "
             f"output='logit'), got method={ex.method!r}, output={ex.output!r}"
         )
-    layers = relu_layers(model, x)
+    layers, acts = mlp_layers(model, x)
+    softplus = softplus_terms(acts)
+    if any(softplus):  # activation patterns exist only for ReLUs
+        bound = "interval"
+        softplus_arg: list[tuple[float, float] | None] | None = softplus
+    else:
+        softplus_arg = None
     dev = x.device
     params = _params64(layers, dev)
     keep_class = target is None
@@ -194,32 +350,69 @@ def deterministic_certificate(
         box = tuple(torch.as_tensor(b, dtype=torch.float64, device=dev) for b in bounds)
         box = tuple(b.expand_as(x64).flatten(1) if b.dim() > 0 else b for b in box)
 
-    def check(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(set certified, # top-k features certified in, class certified) at radii r (N,)."""
-        lo, hi = flat - r[:, None], flat + r[:, None]
+    widest = max(max(w.shape) for w, _ in params)
+    chunk = max(1, int(2**28 // (8 * 3 * max_patterns * widest * flat.shape[1])))
+    every = torch.arange(x.shape[0], device=dev)
+
+    def check(
+        r: torch.Tensor, rows: torch.Tensor = every, patterns: bool = bound == "patterns"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(set certified, # top-k features certified in, class certified) of ``rows`` at
+        radii ``r`` (one per row): the interval certificate, or the stronger of it and the
+        pattern certificate (both sound)."""
+        f0, tt, top, tl = flat[rows], t[rows], top_idx[rows], tol[rows]
+        lo, hi = f0 - r[:, None], f0 + r[:, None]
         if box is not None:  # ball ∩ box, widened to hold x itself should x lie outside
-            lo = torch.minimum(torch.maximum(lo, box[0]), flat)
-            hi = torch.maximum(torch.minimum(hi, box[1]), flat)
-        gl, gu, margin = gradient_bounds(params, lo, hi, t, slack=rtol)
-        sl, su = score_bounds(ex, x64, lo.view_as(x64), hi.view_as(x64), gl, gu)
-        lo_t = sl.gather(1, top_idx)  # (N, k)
-        rivals = (su.unsqueeze(1) >= (lo_t - tol).unsqueeze(2)).sum(2) - 1  # minus itself
-        cert_in = (rivals <= kk - 1) & (lo_t > tol)
+            b_lo, b_hi = (b[rows] if b.dim() > 0 else b for b in box)
+            lo = torch.minimum(torch.maximum(lo, b_lo), f0)
+            hi = torch.maximum(torch.minimum(hi, b_hi), f0)
+        x0 = x64[rows]
+        gl, gu, margin = gradient_bounds(params, lo, hi, tt, slack=rtol, softplus=softplus_arg)
+        sl, su = score_bounds(ex, x0, lo.view_as(x0), hi.view_as(x0), gl, gu)
+        lo_t = sl.gather(1, top)  # (n, k)
+        rivals = (su.unsqueeze(1) >= (lo_t - tl).unsqueeze(2)).sum(2) - 1  # minus itself
+        cert_in = (rivals <= kk - 1) & (lo_t > tl)
         cls = margin.amin(1) > 0 if keep_class else torch.ones_like(r, dtype=torch.bool)
         n_in = cert_in.sum(1) * cls
+        if patterns and len(rows):
+            # rows of a chunk share one pattern index: chunk rows with similar radii together
+            order = torch.argsort(r)
+            parts = [
+                _pattern_check(
+                    params,
+                    ex,
+                    tuple(x.shape[1:]),
+                    lo[o],
+                    hi[o],
+                    tt[o],
+                    top[o],
+                    tl[o],
+                    rtol,
+                    max_patterns,
+                )  # fmt: skip
+                for o in order.split(chunk)
+            ]
+            p_in, p_cls, valid = (torch.cat(z)[torch.argsort(order)] for z in zip(*parts))
+            p_cls = p_cls if keep_class else torch.ones_like(p_cls)
+            p_in = torch.where(valid & p_cls, p_in, torch.zeros_like(p_in))
+            n_in = torch.maximum(n_in, p_in)
+            cls = cls | (valid & p_cls)
         return n_in == kk, n_in, cls
 
+    # the interval radius: bisection of [0, max_radius] (cheap, every row)
     n_rows = x.shape[0]
     lo_r = torch.zeros(n_rows, dtype=torch.float64, device=dev)
     hi_r = torch.full_like(lo_r, float(max_radius))
-    ok, _, _ = check(hi_r)
+    ok, _, _ = check(hi_r, patterns=False)
     lo_r = torch.where(ok, hi_r, lo_r)
     for _ in range(n_bisect):
         mid = (lo_r + hi_r) / 2
-        ok_mid, _, _ = check(mid)
+        ok_mid, _, _ = check(mid, patterns=False)
         ok_mid = ok_mid & ~ok
         lo_r = torch.where(ok_mid, mid, lo_r)
         hi_r = torch.where(ok_mid | ok, hi_r, mid)
+    if bound == "patterns":  # then beyond it: doubling, then bisection to 2^-n_bisect relative
+        lo_r = _pattern_search(check, lo_r, float(max_radius), n_bisect)
     # certified P@k on the grid (one batched pass per radius)
     curve = []
     for r in grid.tolist():
@@ -242,6 +435,8 @@ def deterministic_certificate(
             "box": bounds is not None,
             "rtol": float(rtol),
             "prediction_fixed": keep_class,
+            "bound": bound,
+            "max_patterns": int(max_patterns),
         },
         prediction_certified=cls_at_radius,
     )

@@ -253,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--no-guide", action="store_true", help="leave out the lines on what each number means"
     )
+    e.add_argument(
+        "--certify",
+        action="store_true",
+        help="also certify the top-k at eps (deterministic l_inf certificate, ReLU MLPs): the "
+        "worst case then lies between the certified P@k (a lower bound) and the attacked one",
+    )
     add_data_args(e, reload=True)
     e.add_argument(
         "--trust-factory",

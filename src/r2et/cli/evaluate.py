@@ -54,6 +54,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = run.model
     if device is not None:
         model = model.to(device)
+    certify = None
+    if args.certify:
+        if args.norm != "linf":
+            raise ValueError("--certify gives an l_inf certificate: use it with --norm linf")
+        from r2et.certify import mlp_layers
+
+        try:
+            mlp_layers(model)
+        except TypeError as err:
+            raise ValueError(f"--certify: {err}") from None
+        certify = {"certified": {"method": "deterministic", "radii": [eps], "bounds": bounds,
+                                 "max_radius": max(1.0, 2 * eps)}}  # fmt: skip
     res = evaluate(
         model,
         ds,
@@ -65,6 +77,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         thickness_radius=args.thickness_radius,
         seed=args.seed,
         progress=not args.no_progress,
+        certify=certify,
     )
     out, kept = _result_path(Path(args.run), args.split, args.overwrite)
     atomic_write_json(out, {**res, "explainer": ex.config()})
@@ -89,6 +102,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"± {_num(vals['p_at_k_std'])} (unattacked 1, random explanation "
             f"{res['random_p_at_k']:.3f}), Kendall {_num(vals['kendall_mean'])}, "
             f"{vals['seconds']:.1f} s"
+        )
+    if certify:
+        c = res["certified"]["certified"]
+        worst = min((v["p_at_k_mean"] for v in res.get("attacks", {}).values()), default=None)
+        print(
+            f"  certified linf, {box}: P@{k} >= {c['p_at_k_mean'][0]:.3f} at eps={eps:g} for "
+            f"every point of the ball (the attacks found <= {_num(worst)}: the worst case lies "
+            f"between); median certified radius of the whole top-{k} {c['radius_median']:.4g}, "
+            f"{100 * c['certified_fraction']:.0f}% of inputs certified at some radius"
         )
     print(_verdict_line(res["verdict"]))
     f = res["faithfulness"]

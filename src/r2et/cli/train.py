@@ -78,6 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = {**method_defaults(args.method, ds), **params}  # the data's suggestion first
     if args.weight is not None:
         params[method_row(args.method).weight_name] = args.weight
+    if method_row(args.method).needs_anchor and not args.pretrained:
+        raise ValueError(
+            f"method {args.method!r} keeps the ranking of the model it starts from, so it "
+            "fine-tunes a trained one: pass --pretrained RUN (e.g. a --method vanilla run)"
+        )
     method = get_method(args.method, k=k, **train_explanation(args, ds), **params)
     if args.pretrained:
         run = load_run(args.pretrained, trust_factory=args.trust_factory)

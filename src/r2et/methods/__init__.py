@@ -38,6 +38,11 @@ method          loss                                                           t
 ``r2et-data``   ``CE + lam · (−gap_T) + mu · ‖∇f(x + h v) − ∇f(x)‖₂ /          RankingGap,
                 (h ‖∇f(x)‖₂)``, v towards the next input of the batch, ∇f the  FiniteDiffHess
                 model's gradient whatever the attribution                      (data, gradient)
+``r2et-anchor`` ``CE + rho · (−gap_A(ŝ(x)))``, A the top-k of the model as     AnchoredGap
+                training started (a frozen copy): fine-tuning thickens each
+                input's own pre-trained ranking instead of one shared top-k
+``r2et-keep``   ``CE + lam · (−gap_T(ŝ(x))) + rho · (−gap_A(ŝ(x)))``: the      RankingGap,
+                default gap with each input's pre-trained ranking held         AnchoredGap
 ``r2et-mm``     as ``r2et-paper`` with the gap between the ``m`` weakest top-k (as r2et-paper,
                 and the ``m`` strongest other features                         ``m``)
 ``r2et-noh``    ``r2et-paper`` without the Hessian term (the paper's R2ET\\H,  RankingGap
@@ -123,7 +128,7 @@ from r2et.methods.gaps import (
     topk_gap_of,
 )
 from r2et.methods.hessian import ExactHessian, FiniteDifferenceHessian
-from r2et.methods.ranking import PairwiseExp, PathThickness, RankingGap
+from r2et.methods.ranking import AnchoredGap, PairwiseExp, PathThickness, RankingGap
 from r2et.methods.saliency import (
     Target,
     batch_statistics_layers,
@@ -139,6 +144,7 @@ __all__ = [
     "METHODS",
     "NORMALIZATIONS",
     "AdversarialPoint",
+    "AnchoredGap",
     "CEWeight",
     "CertifiedGap",
     "ExactHessian",

@@ -25,7 +25,8 @@ A :class:`Term` subclass provides (every item has a default on :class:`Term`):
   ``step.saliency``, whose forward pass then gives the logits), ``input_graph`` (needs logits
   with a graph to ``step.x_input``), ``second_order`` (differentiates a saliency or a Hessian:
   the loss runs under :func:`r2et.models.second_order` and warns about BatchNorm layers that
-  use batch statistics).
+  use batch statistics), ``needs_anchor`` (reads a frozen copy of the model taken when training
+  starts, :meth:`TrainingMethod.anchor_for`).
 
 The built-in terms are frozen dataclasses (compared by value) and keep no state between steps:
 what a batch needs lives on its :class:`Step`.
@@ -209,6 +210,7 @@ class Term:
     uses_saliency: ClassVar[bool] = False
     input_graph: ClassVar[bool] = False
     second_order: ClassVar[bool] = False
+    needs_anchor: ClassVar[bool] = False
 
     @property
     def adds_loss(self) -> bool:
@@ -308,6 +310,12 @@ class MethodRow:
     def second_order(self) -> bool:
         """Whether a term differentiates a saliency (second-order context, BatchNorm check)."""
         return any(t.second_order for t in self.terms)
+
+    @property
+    def needs_anchor(self) -> bool:
+        """Whether a term reads the model as training started (then the method fine-tunes a
+        trained model: ``r2et train`` requires ``--pretrained``)."""
+        return any(t.needs_anchor for t in self.terms)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Every default: the row's, then the terms' it does not set, then ``adaptive``."""

@@ -1,5 +1,6 @@
 """Ranking terms: R2ET's top-k gap (:class:`RankingGap`, also R2ET-mm's boundary form), its
-exponential pair form (:class:`PairwiseExp`) and the one-sample thickness (:class:`PathThickness`).
+exponential pair form (:class:`PairwiseExp`), the one-sample thickness (:class:`PathThickness`)
+and the gap around the anchor model's top-k (:class:`AnchoredGap`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from r2et._checks import check_k
 from r2et.methods.base import AffineTerm, Step, Term
 from r2et.methods.gaps import normalize_scores, ranking_gap, topk_gap_affine
 from r2et.metrics import topk_mask
@@ -96,3 +98,40 @@ class PathThickness(AffineTerm):
         scores2 = step.explainer.reduce_attr(step.attribution_at(x2))
         mask = topk_mask(step.scores.detach(), step.k)
         return ranking_gap(scores2, mask, None, step.hp["normalize"]).mean(), 1.0, 0.0
+
+
+@dataclass(frozen=True)
+class AnchoredGap(AffineTerm):
+    """``R = mean_n gap_{A_n}(ŝ(x_n))`` (log ``anchor_gap``, weight ``−rho``): R2ET's top-k gap
+    of the current scores around the *anchor's* top-k, ``A_n = top-k(s_ref(x_n))``, where
+    ``s_ref`` is the method's explainer on a frozen copy of the model taken when training
+    starts (:meth:`TrainingMethod.prepare`, or the first loss when ``prepare`` was not called),
+    explaining the anchor's own predicted class; scale-free by ``normalize``.
+
+    Why (issue 28): with the current top-k ``T_n`` (:class:`RankingGap`) a feature that enters
+    many inputs' top-k is then pushed up for all of them, and the cheapest way to widen every
+    gap is one top-k set for everybody (a constant explanation). ``A_n`` does not move with the
+    model, so each input keeps its own ranking: a feature is pushed up only for the inputs
+    whose pre-trained ranking had it. Meant for fine-tuning a trained model (``r2et train``
+    refuses it without ``--pretrained``); costs one first-order saliency of the anchor per
+    batch."""
+
+    name: ClassVar[str] = "anchor_gap"
+    weight_key: ClassVar[str | None] = "rho"
+    sign: ClassVar[float] = -1.0
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+    needs_anchor: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"rho": 0.3, "normalize": "mean"}
+
+    def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
+        ref = step.method.anchor_for(step.model, step.x)
+        x = step.x.detach()
+        with torch.no_grad():
+            target = step.explained_class(ref(x, **step.fkw))
+        s_ref = step.explainer.scores(ref, x, target, **step.fkw).detach()
+        mask = topk_mask(s_ref, check_k(step.method.k, s_ref.shape[1]))
+        return ranking_gap(step.scores, mask, None, step.hp["normalize"]).mean(), 1.0, 0.0

@@ -8,7 +8,7 @@ from r2et.methods.adversarial import AdversarialPoint
 from r2et.methods.base import MethodRow, register_method
 from r2et.methods.certified import CertifiedGap
 from r2et.methods.hessian import ExactHessian, FiniteDifferenceHessian
-from r2et.methods.ranking import PairwiseExp, PathThickness, RankingGap
+from r2et.methods.ranking import AnchoredGap, PairwiseExp, PathThickness, RankingGap
 from r2et.methods.simple import CEWeight, SoftplusActivations, WeightDecay
 from r2et.methods.smoothing import SmoothedGeometry
 
@@ -71,6 +71,20 @@ for _name, _row in {
         "towards the next input of the batch (a data direction, not sign(a))",
         (RankingGap(), FiniteDifferenceHessian(direction="data", on="gradient")),
         {**_R2ET_DEFAULTS, "lam": 0.3},
+        "lam",
+    ),
+    "r2et-anchor": MethodRow(
+        "CE + rho * (-top-k gap) around each input's top-k under the model as training "
+        "started (fine-tuning: the pre-trained ranking is kept and thickened)",
+        (AnchoredGap(),),
+        {"rho": 0.3, "normalize": "mean", "adaptive": False},
+        "rho",
+    ),
+    "r2et-keep": MethodRow(
+        "CE + lam * (-top-k gap) + rho * (-top-k gap around the starting model's top-k): "
+        "R2ET's gap with each input's pre-trained ranking held (fine-tuning)",
+        (RankingGap(), AnchoredGap()),
+        {**_NOH_DEFAULTS, "lam": 0.03, "rho": 0.3},
         "lam",
     ),
     "r2et-mm": MethodRow(

@@ -4,6 +4,7 @@ and checked, and its explainer) and :func:`method_from_config`."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,7 @@ class TrainingMethod:
         self.weight_name = self.row.weight_name
         self.summary = self.row.summary
         self.description = self.row.summary  # alias used by ``r2et methods``
+        self.anchor: nn.Module | None = None
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
@@ -81,10 +83,26 @@ class TrainingMethod:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """The model to train: ``model`` passed through every term's ``prepare`` (``sp``: a
-        Softplus copy, :class:`SoftplusActivations`); ``model`` itself for the others."""
+        Softplus copy, :class:`SoftplusActivations`); ``model`` itself for the others. A
+        method with an anchored term (``r2et-anchor``) also keeps a frozen copy of it as
+        :attr:`anchor` (replacing any earlier one)."""
         for term in self.terms:
             model = term.prepare(model, self.hyperparameters)
+        self.anchor = None
+        if any(t.needs_anchor for t in self.terms):
+            self.anchor = _frozen_copy(model)
         return model
+
+    def anchor_for(self, model: nn.Module, x: torch.Tensor) -> nn.Module:
+        """The anchor model on ``x``'s device and dtype: the frozen copy :meth:`prepare` took
+        (in eval mode, no parameter gradients), or a copy of ``model`` taken now, at the
+        first loss, when ``prepare`` was not called."""
+        if self.anchor is None:
+            self.anchor = _frozen_copy(model)
+        p = next(self.anchor.parameters(), None)
+        if p is not None and (p.device != x.device or p.dtype != x.dtype):
+            self.anchor.to(device=x.device, dtype=x.dtype)
+        return self.anchor
 
     def loss(
         self, model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor, **forward_kwargs
@@ -141,6 +159,15 @@ class TrainingMethod:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, attribution, target)`` at ``x`` (:attr:`Step.saliency`)."""
         return Step(self, model, x, y, fkw, self.terms).saliency
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode whose parameters need no gradient."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"an anchored method needs an nn.Module to copy, got {type(model).__name__}"
+        )
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def _check_inputs(model: Any, x: torch.Tensor, y: torch.Tensor) -> None:
