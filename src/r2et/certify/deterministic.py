@@ -160,8 +160,8 @@ def gradient_bounds(
     Everything is differentiable w.r.t. the parameters (used by the ``r2et-cert`` training
     term).
     """
-    states: list[tuple[torch.Tensor, torch.Tensor]] = []
-    derivs: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    # per hidden layer: (on, off, None) masks of a ReLU, or (d_l, d_u, True) of a Softplus
+    states: list[tuple[torch.Tensor, torch.Tensor, bool | None]] = []
     acts = softplus or [None] * (len(params) - 1)
     lo, hi = low, high
     for (w, b), act in zip(params[:-1], acts):
@@ -170,12 +170,10 @@ def gradient_bounds(
         pl, pu = pc - pr, pc + pr
         if act is not None:  # Softplus(beta, threshold)
             lo, hi, dl, du = _softplus_box(pl, pu, *act)
-            states.append((pl > pu, pl > pu))  # no stable/unstable units: unused
-            derivs.append((dl, du))
+            states.append((dl, du, True))
             continue
         eps = slack * (c.abs() @ w.abs().T + pr + b.abs()) if slack > 0 else 0.0
-        states.append((pl > eps, pu < -eps) if slack > 0 else (pl > 0, pu <= 0))
-        derivs.append(None)
+        states.append((pl > eps, pu < -eps, None) if slack > 0 else (pl > 0, pu <= 0, None))
         lo, hi = pl.clamp_min(0), pu.clamp_min(0)
     w_last, b_last = params[-1]
     # logit margins z_c − z_j over the last hidden box
@@ -191,11 +189,11 @@ def gradient_bounds(
     margin = margin.masked_fill(own, float("inf"))
     # gradient row vector, backwards
     vl = vu = w_last[target]
-    for (w, _), (on, off), d in zip(reversed(params[:-1]), reversed(states), reversed(derivs)):
-        if d is not None:  # v times a positive derivative interval [dl, du]
-            dl, du = d
-            vl, vu = torch.minimum(vl * dl, vl * du), torch.maximum(vu * dl, vu * du)
-        else:
+    for (w, _), (a, b, smooth) in zip(reversed(params[:-1]), reversed(states)):
+        if smooth:  # v times the positive derivative interval [d_l, d_u] = [a, b]
+            vl, vu = torch.minimum(vl * a, vl * b), torch.maximum(vu * a, vu * b)
+        else:  # a ReLU's masks: on = a, off = b, the rest unstable
+            on, off = a, b
             unstable = ~(on | off)
             vl = torch.where(off, torch.zeros_like(vl), torch.where(unstable, vl.clamp_max(0), vl))
             vu = torch.where(off, torch.zeros_like(vu), torch.where(unstable, vu.clamp_min(0), vu))
