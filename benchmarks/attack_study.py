@@ -48,8 +48,23 @@ from r2et.train import fit, load_run, save_run
 
 EPS = {"tabular": 0.3, "image": 0.1}
 EPOCHS = {"adult": (5, 3), "bank": (5, 3), "compas": (5, 3), "breast-cancer": (30, 3),
-          "mnist5k": (6, 2)}  # fmt: skip
+          "mnist5k": (6, 2), "german": (30, 3)}  # fmt: skip
 N_OVERRIDE = {"mnist5k": 40}
+#: ``german``: the German-credit-like table of ``benchmarks/german_like.py`` (synthetic, held
+#: out), written once to this file (relative to the working directory).
+GERMAN_CSV = Path("bench-out/german_like.csv")
+
+
+def load(dataset: str, seed: int) -> Any:
+    """``load_dataset(dataset, seed=seed)``; ``german``: the German-credit-like CSV."""
+    if dataset != "german":
+        return load_dataset(dataset, seed=seed)
+    if not GERMAN_CSV.exists():
+        from german_like import make_german_like, write_csv
+
+        GERMAN_CSV.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(GERMAN_CSV, make_german_like(1000, 0))
+    return load_dataset("csv", path=GERMAN_CSV, target="credit", name="german", seed=seed)
 
 
 def reference_members(restarts: int = 4, steps: int = 300) -> list[Member]:
@@ -90,7 +105,7 @@ def parse_setting(s: str) -> tuple[str, str, int, bool]:
 
 def trained(out: Path, dataset: str, method: str, seed: int) -> tuple[Any, Any]:
     """The fine-tuned model of (dataset, method, seed), trained once and cached."""
-    ds = load_dataset(dataset, seed=seed)
+    ds = load(dataset, seed)
     pre_dir = out / "runs" / f"{dataset}-pretrain-{seed}"
     run_dir = out / "runs" / f"{dataset}-{method}-{seed}"
     pre_ep, ft_ep = EPOCHS[dataset]

@@ -336,9 +336,10 @@ def test_bad_input_raises_one_line_errors() -> None:
         certified_radius(model, x, ex, 2, "smoothed", sigma=0.0)
     with pytest.raises(TypeError, match="explainer"):
         certified_radius(model, x, 42, 2)  # type: ignore[arg-type]  (names are accepted)
-    cnn = build_model("cnn", [1, 28, 28], 3, channels=[2, 2], hidden=4).double()
+    # small sequential CNNs are certified (tests/test_certify_cnn.py); a residual network is not
+    resnet = build_model("resnet9", [3, 8, 8], 3, width=4).double()
     with pytest.raises(TypeError, match="smoothed"):
-        certified_radius(cnn, torch.zeros(1, 1, 28, 28, dtype=torch.float64), ex, 2)
+        certified_radius(resnet, torch.zeros(1, 3, 8, 8, dtype=torch.float64), ex, 2)
 
 
 # ----------------------------------------------------------------------------- evaluate, bench
@@ -465,7 +466,7 @@ def test_cli_evaluate_certify_brackets_the_attack(tmp_path, capsys) -> None:
     assert cert["p_at_k_mean"][0] <= res["attacks"]["ensemble"]["p_at_k_mean"] + 1e-12
     assert main([*args, "--norm", "l2"]) == 2
     img = tmp_path / "img"
-    assert main(["train", "digits", "--model", "cnn", "--epochs", "0", "--out", str(img),
+    assert main(["train", "digits", "--model", "resnet9", "--epochs", "0", "--out", str(img),
                  "--no-progress"]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["evaluate", str(img), "--n", "4", "--certify", "--no-progress"]) == 2

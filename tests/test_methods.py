@@ -46,6 +46,7 @@ DESIGN_ORDER = [
     "r2et-sp",
     "r2et-loss",
     "r2et-exp",
+    "r2et-exp-noh",
     "r2et-adaptive",
     "r2et-cert",
 ]
@@ -686,6 +687,7 @@ def test_rows_name_their_terms():
         CEWeight,
         ExactHessian,
         FiniteDifferenceHessian,
+        PairwiseExp,
         RankingGap,
         SmoothedGeometry,
         SoftplusActivations,
@@ -708,6 +710,7 @@ def test_rows_name_their_terms():
         "r2et-mm": (RankingGap, FiniteDifferenceHessian),
         "r2et-noh": (RankingGap,),
         "r2et-mm-noh": (RankingGap,),
+        "r2et-exp-noh": (PairwiseExp,),
         "r2et-cert": (CertifiedGap,),
     }
     for name, kinds in expected.items():
@@ -736,6 +739,30 @@ def test_pairwise_exp_term_equals_the_pair_sum_by_brute_force():
     assert abs(logs["pair_exp"] - total / 5) < 1e-5
     ce = torch.nn.functional.cross_entropy(model(x), y)
     assert abs(float(loss) - (float(ce) + 0.5 * total / 5)) < 1e-5
+
+
+def test_pairwise_exp_without_hessian_matches_finite_differences():
+    """``r2et-exp-noh``: CE + lam · mean_pairs exp(−(ŝ_i − ŝ_j)), the term alone; its
+    parameter gradient (through the saliency's double backward) against central finite
+    differences of the loss, float64 (the value itself is checked by brute force above)."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    ).double()
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+    method = get_method("r2et-exp-noh", k=2, lam=0.7)
+    loss, _ = method.loss(model, x, y)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    w = model[0].weight
+    for idx in [(0, 0), (3, 5), (7, 2)]:
+        h = 1e-6
+        with torch.no_grad():
+            w[idx] += h
+            up = float(method.loss(model, x, y)[0])
+            w[idx] -= 2 * h
+            down = float(method.loss(model, x, y)[0])
+            w[idx] += h
+        assert abs((up - down) / (2 * h) - float(grads[0][idx])) < 1e-5, idx
 
 
 def test_path_thickness_term_is_the_gap_at_a_seeded_ball_point():

@@ -5,7 +5,8 @@ An attack can only show that an explanation is fragile; a certificate shows that
 :func:`certified_radius` returns, for every input, a radius and a certified P@k lower bound
 at a grid of radii, by one of two methods:
 
-``"deterministic"`` (l_inf, exact arithmetic bounds; ReLU or Softplus MLPs, logit saliency)
+``"deterministic"`` (l_inf, exact arithmetic bounds; ReLU or Softplus MLPs and small
+sequential CNNs, logit saliency)
     Interval bound propagation (IBP; Gowal et al. 2018) of the input box
     ``B = {x' : ‖x' − x‖_∞ <= r}`` (intersected with the data box ``bounds`` if given)
     through the network gives each hidden unit an interval ``[l, u]`` of pre-activations.
@@ -53,11 +54,30 @@ at a grid of radii, by one of two methods:
     ``target=None``, each noisy input explains its own predicted class, so ``h`` is a function
     of the noisy input alone, as the argument needs.
 
+Small CNNs (issue 25, :mod:`r2et.certify.conv`): sequential networks of ``Conv2d``,
+``ReLU``/``Softplus``, ``MaxPool2d``, ``AvgPool2d``, ``Flatten``, ``Linear`` and the fixed
+``Standardize`` layer (the ``cnn`` model entry is one) get the same interval certificate. The
+box goes forward through a convolution in centre-radius form (``W ⋆ c + b``, ``|W| ⋆ r``),
+through average pooling and Standardize as monotone affine maps, and through max-pooling as
+``[maxpool(l), maxpool(u)]``; the gradient row goes back through the transposed convolutions
+(centre with ``W``, radius with ``|W|``) and the ReLU masks as above. A max-pool routes the
+gradient to its window's argmax: entry ``j`` can be the argmax somewhere in the box only if
+``u_j >= max_i l_i`` (a *candidate*); a sole candidate receives the window's gradient exactly,
+several each receive ``[min(0, v_l), max(0, v_u)]``, non-candidates 0, and contributions of
+overlapping windows are summed. A CNN has no activation patterns here: ``bound="patterns"``
+falls back to the interval bound (``params["bound"]`` says ``"interval"``, ``params["network"]``
+``"cnn"``). Caveat, measured on mnist5k (``docs/certify.md``): on images with constant
+regions (MNIST's black background) max-pool windows hold *exact* ties at ``x``, so the
+gradient is discontinuous there; an arbitrarily small perturbation re-routes it and often
+moves the top-k, and the certified radius is then rightly 0.
+
 Both run on the device of the model and inputs, batched (noise samples in chunks of
 ``batch_size`` rows; bisection steps over the whole batch at once).
 
 Modules: :mod:`r2et.certify.core` (:func:`certified_radius`), :mod:`r2et.certify.result`
-(:class:`CertificateResult`), :mod:`r2et.certify.deterministic` and
+(:class:`CertificateResult`), :mod:`r2et.certify.conv` (the CNN bounds),
+:mod:`r2et.certify.intervals` (interval steps shared by MLPs and CNNs),
+:mod:`r2et.certify.deterministic` and
 :mod:`r2et.certify.smoothed` (the two methods), :mod:`r2et.certify.patterns` (the
 deterministic method's default bound, ``bound="patterns"``: instead of intervals through the
 backward pass, every on/off choice of the units the box leaves unstable is enumerated, the
@@ -71,11 +91,13 @@ an interval product (the interval bound only: softplus has no activation pattern
 
 from __future__ import annotations
 
+from r2et.certify.conv import conv_gradient_bounds, conv_layers
 from r2et.certify.core import METHODS, certified_radius
 from r2et.certify.deterministic import (
     BOUNDS,
     gradient_bounds,
     mlp_layers,
+    network_layers,
     relu_layers,
     score_bounds,
 )
@@ -88,8 +110,11 @@ __all__ = [
     "CertificateResult",
     "certified_radius",
     "clopper_pearson_lower",
+    "conv_gradient_bounds",
+    "conv_layers",
     "gradient_bounds",
     "mlp_layers",
+    "network_layers",
     "relu_layers",
     "score_bounds",
     "smoothed_p_at_k_bound",

@@ -56,12 +56,17 @@ def certified_radius(
 ) -> CertificateResult:
     """Certify the top-k set of ``explainer``'s scores on every row of ``x``.
 
-    ``method="deterministic"`` (l_inf; MLPs of ``nn.Linear``/``nn.ReLU``/``nn.Softplus``, explainer
-    ``grad`` or ``grad_x_input`` of the ``logit``): bounds on the gradient over the ball
-    (``bound="patterns"``, the default: every activation pattern of the unstable units
-    enumerated, for inputs with at most ``max_patterns`` of them, :mod:`r2et.certify.patterns`,
-    and the stronger of that and the interval bound; ``bound="interval"``: intervals through
-    the backward pass only), bisection over ``[0, max_radius]`` (``n_bisect`` halvings; a
+    ``method="deterministic"`` (l_inf; MLPs of ``nn.Linear``/``nn.ReLU``/``nn.Softplus``, and
+    sequential CNNs of ``Conv2d``/``ReLU``/``Softplus``/``MaxPool2d``/``AvgPool2d``/``Flatten``/
+    ``Linear``/``Standardize`` such as the ``cnn`` entry, :mod:`r2et.certify.conv`; explainer
+    ``grad`` or ``grad_x_input`` of the ``logit``): bounds ``g_l <= ∂z_c/∂x' <= g_u`` on the
+    gradient over the ball (``bound="patterns"``, the default: every activation pattern of
+    the unstable units enumerated, for inputs with at most ``max_patterns`` of them,
+    :mod:`r2et.certify.patterns`, and the stronger of that and the interval bound;
+    ``bound="interval"``: intervals through the backward pass only; Softplus networks and CNNs
+    always use the interval bound, and ``params["bound"]`` of the result says so), the top-k
+    certified when ``#{j ≠ i : s_u_j >= s_l_i} <= k − 1`` for every top-k ``i``, bisection over
+    ``[0, max_radius]`` (``n_bisect`` halvings; a
     radius equal to ``max_radius`` means "at least"), the ball intersected with the data box
     ``bounds = (low, high)`` when given; ``target=None`` also requires the predicted class to
     be certified. ``method="smoothed"`` (l2; any model and explainer): the

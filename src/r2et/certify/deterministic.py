@@ -1,19 +1,30 @@
-"""The deterministic certificate (l_inf, exact arithmetic bounds; ReLU or Softplus MLPs,
-gradient saliency of the logit): interval bounds on the gradient over the ball (or, for ReLU
-networks, every activation pattern, :mod:`r2et.certify.patterns`), and bisection of the
-largest radius at which the top-k set is certified. The maths is in :mod:`r2et.certify`'s
-docstring."""
+"""The deterministic certificate (l_inf, exact arithmetic bounds; ReLU or Softplus MLPs and
+small sequential CNNs, gradient saliency of the logit): interval bounds on the gradient over
+the ball (MLPs here, CNNs in :mod:`r2et.certify.conv`; or, for ReLU MLPs, every activation
+pattern, :mod:`r2et.certify.patterns`), and bisection of the largest radius at which the
+top-k set is certified. The maths is in :mod:`r2et.certify`'s docstring."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from r2et._checks import check_k
+from r2et.certify.conv import (
+    CNN_LAYERS,
+    conv_gradient_bounds,
+    conv_layers,
+    conv_stages,
+    largest_activation,
+)
+from r2et.certify.intervals import (
+    activation_backward,
+    logit_margins,
+    relu_state,
+    softplus_box,
+)
 from r2et.certify.patterns import pattern_affine_maps
 from r2et.certify.result import CertificateResult
 from r2et.explain import Explainer
@@ -27,6 +38,7 @@ __all__ = [
     "deterministic_certificate",
     "gradient_bounds",
     "mlp_layers",
+    "network_layers",
     "relu_layers",
     "score_bounds",
 ]
@@ -53,8 +65,9 @@ def mlp_layers(
             continue
         else:
             raise TypeError(
-                f"the deterministic certificate supports MLPs (Linear/ReLU/Softplus/Flatten), "
-                f"found {type(m).__name__}; use method='smoothed'"
+                f"the deterministic certificate supports MLPs (Linear/ReLU/Softplus/Flatten) "
+                f"and sequential CNNs (Conv2d/MaxPool2d/AvgPool2d/Standardize, "
+                f"r2et.certify.conv), found {type(m).__name__}; use method='smoothed'"
             )
     ok = len(seq) % 2 == 1 and all(
         isinstance(m, nn.Linear) == (i % 2 == 0) for i, m in enumerate(seq)
@@ -87,6 +100,18 @@ def mlp_layers(
     return layers, acts
 
 
+def network_layers(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str, Any]:
+    """What the deterministic certificate sees in ``model``: ``("mlp", (linears,
+    activations))`` (:func:`mlp_layers`) for a network without convolution, pooling or
+    Standardize layers, else ``("cnn", layers)``
+    (:func:`~r2et.certify.conv.conv_layers`: a sequential CNN ending in a Linear layer). With
+    ``x``, the layers' composition is checked against ``model(x)``. Raises ``TypeError`` for
+    any other network (the message names the offending layer)."""
+    if isinstance(model, nn.Module) and any(isinstance(m, CNN_LAYERS) for m in model.modules()):
+        return "cnn", conv_layers(model, x)
+    return "mlp", mlp_layers(model, x)
+
+
 def relu_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[nn.Linear]:
     """The ``nn.Linear`` layers of a feed-forward ReLU network ``Linear (ReLU Linear)*``
     (:func:`mlp_layers`, every activation a ReLU). Raises ``TypeError`` for any other
@@ -103,21 +128,6 @@ def softplus_terms(acts: list[nn.Module]) -> list[tuple[float, float] | None]:
     """Per hidden layer, ``(beta, threshold)`` of an ``nn.Softplus`` or None for a ReLU."""
     return [(float(a.beta), float(a.threshold)) if isinstance(a, nn.Softplus) else None
             for a in acts]  # fmt: skip
-
-
-def _softplus_box(
-    pl: torch.Tensor, pu: torch.Tensor, beta: float, threshold: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Softplus over pre-activations in ``[pl, pu]``: the output box (torch's softplus is
-    monotone up to a step of ``log(1 + e^-threshold)/beta`` where it turns linear, added to the
-    upper bound and taken off the lower) and the derivative box ``[σ(β pl), σ(β pu)]`` (1
-    where torch's derivative is exactly 1, past the threshold)."""
-    step = math.log1p(math.exp(-threshold)) / beta
-    lo = F.softplus(pl, beta, threshold) - step
-    hi = F.softplus(pu, beta, threshold) + step
-    dl = torch.where(beta * pl > threshold, torch.ones_like(pl), torch.sigmoid(beta * pl))
-    du = torch.where(beta * pu > threshold, torch.ones_like(pu), torch.sigmoid(beta * pu))
-    return lo, hi, dl, du
 
 
 def _params64(layers: list[nn.Linear], device: torch.device) -> list[tuple[torch.Tensor, ...]]:
@@ -169,34 +179,18 @@ def gradient_bounds(
         pc, pr = c @ w.T + b, r @ w.abs().T
         pl, pu = pc - pr, pc + pr
         if act is not None:  # Softplus(beta, threshold)
-            lo, hi, dl, du = _softplus_box(pl, pu, *act)
+            lo, hi, dl, du = softplus_box(pl, pu, *act)
             states.append((dl, du, True))
             continue
         eps = slack * (c.abs() @ w.abs().T + pr + b.abs()) if slack > 0 else 0.0
-        states.append((pl > eps, pu < -eps, None) if slack > 0 else (pl > 0, pu <= 0, None))
+        states.append(relu_state(pl, pu, eps, slack))
         lo, hi = pl.clamp_min(0), pu.clamp_min(0)
     w_last, b_last = params[-1]
-    # logit margins z_c − z_j over the last hidden box
-    wd = w_last[target].unsqueeze(1) - w_last.unsqueeze(0)  # (N, C, H)
-    bd = b_last[target].unsqueeze(1) - b_last.unsqueeze(0)  # (N, C)
-    c, r = (lo + hi) / 2, (hi - lo) / 2
-    spread = (wd.abs() @ r.unsqueeze(-1)).squeeze(-1)
-    margin = (wd @ c.unsqueeze(-1)).squeeze(-1) - spread + bd
-    if slack > 0:
-        size = (wd.abs() @ c.abs().unsqueeze(-1)).squeeze(-1) + spread + bd.abs()
-        margin = margin - slack * size
-    own = torch.arange(w_last.shape[0], device=target.device)[None, :] == target[:, None]
-    margin = margin.masked_fill(own, float("inf"))
+    margin = logit_margins(w_last, b_last, lo, hi, target, slack)  # z_c − z_j over the box
     # gradient row vector, backwards
     vl = vu = w_last[target]
-    for (w, _), (a, b, smooth) in zip(reversed(params[:-1]), reversed(states)):
-        if smooth:  # v times the positive derivative interval [d_l, d_u] = [a, b]
-            vl, vu = torch.minimum(vl * a, vl * b), torch.maximum(vu * a, vu * b)
-        else:  # a ReLU's masks: on = a, off = b, the rest unstable
-            on, off = a, b
-            unstable = ~(on | off)
-            vl = torch.where(off, torch.zeros_like(vl), torch.where(unstable, vl.clamp_max(0), vl))
-            vu = torch.where(off, torch.zeros_like(vu), torch.where(unstable, vu.clamp_min(0), vu))
+    for (w, _), state in zip(reversed(params[:-1]), reversed(states)):
+        vl, vu = activation_backward(vl, vu, state)
         c, r = (vl + vu) / 2, (vu - vl) / 2
         c, r = c @ w, r @ w.abs()
         vl, vu = c - r, c + r
@@ -214,7 +208,9 @@ def score_bounds(
     """Bounds ``(s_l, s_u)`` of the explainer's scores from gradient bounds over the box:
     ``grad``: ``|g_j| ∈ [max(0, g_l, −g_u), max(−g_l, g_u)]``; ``grad_x_input``: ``|x_j g_j|``
     with ``x_j ∈ [low_j, high_j]`` (interval product: the extreme corners); then the explainer's
-    reduction (channel sums, group sums) of the bounds, which are both >= 0."""
+    reduction (channel sums, group sums) of the bounds, which are both >= 0. The bounds may
+    come flat ``(N, F)`` or in the inputs' shape."""
+    gl, gu = gl.reshape(low.shape), gu.reshape(low.shape)
     if explainer.method == "grad_x_input":
         corners = torch.stack([low * gl, low * gu, high * gl, high * gu])
         gl, gu = corners.min(0).values, corners.max(0).values
@@ -318,22 +314,59 @@ def deterministic_certificate(
     bound: str = "patterns",
     max_patterns: int = 1024,
 ) -> CertificateResult:
+    """The deterministic certificate of :func:`~r2et.certify.certified_radius` (arguments
+    checked there, model in eval mode): for each row, on the box ``B_r = ball(x, r) ∩ bounds``,
+    gradient bounds ``[g_l, g_u]`` (MLP: :func:`gradient_bounds`; CNN, see
+    :func:`network_layers`: :func:`~r2et.certify.conv.conv_gradient_bounds`, interval bound
+    only), score bounds ``[s_l, s_u]`` (:func:`score_bounds`), and the top-k set ``T`` of
+    ``s(x)`` certified at ``r`` when, for every ``i ∈ T``, ``s_l_i > tol`` and
+    ``#{j ≠ i : s_u_j >= s_l_i − tol} <= k − 1`` (``tol = rtol · max_j s_j(x)``), and (with
+    ``target=None``) every logit margin ``z_c − z_j`` has a positive lower bound. The largest
+    such ``r`` is bisected on ``[0, max_radius]``; for ReLU MLPs with ``bound="patterns"`` it is
+    then pushed up with the pattern bound. Returns a :class:`CertificateResult` with the
+    certified P@k on ``grid`` (``params["network"]``: ``"mlp"`` or ``"cnn"``;
+    ``params["bound"]``: the bound actually used)."""
     if fkw:
-        raise ValueError("the deterministic certificate takes no forward keywords (MLPs only)")
+        raise ValueError(
+            "the deterministic certificate takes no forward keywords (MLPs and CNNs only)"
+        )
     if ex.method not in ("grad", "grad_x_input") or ex.output != "logit":
         raise ValueError(
             "the deterministic certificate needs Explainer('grad' or 'grad_x_input', "
             f"output='logit'), got method={ex.method!r}, output={ex.output!r}"
         )
-    layers, acts = mlp_layers(model, x)
-    softplus = softplus_terms(acts)
-    if any(softplus):  # activation patterns exist only for ReLUs
-        bound = "interval"
-        softplus_arg: list[tuple[float, float] | None] | None = softplus
-    else:
-        softplus_arg = None
+    network, layers = network_layers(model, x)
     dev = x.device
-    params = _params64(layers, dev)
+    in_shape = tuple(x.shape[1:])
+    if network == "cnn":  # intervals only: CNNs have no pattern enumeration here
+        bound = "interval"
+        stages = conv_stages(layers, dev)
+        rows_per_chunk = max(1, 2**23 // largest_activation(layers, x))  # ~1 GB in float64
+
+        def grad_bounds(lo: torch.Tensor, hi: torch.Tensor, tt: torch.Tensor) -> tuple[Any, ...]:
+            parts = [
+                conv_gradient_bounds(
+                    stages, a.view(-1, *in_shape), b.view(-1, *in_shape), c, slack=rtol
+                )
+                for a, b, c in zip(
+                    lo.split(rows_per_chunk), hi.split(rows_per_chunk), tt.split(rows_per_chunk)
+                )
+            ]
+            gl, gu, margin = (torch.cat(z) for z in zip(*parts))
+            return gl.flatten(1), gu.flatten(1), margin
+
+        params: list[tuple[torch.Tensor, torch.Tensor]] = []
+    else:
+        linears, acts = layers
+        softplus = softplus_terms(acts)
+        if any(softplus):  # activation patterns exist only for ReLUs
+            bound = "interval"
+        params = _params64(linears, dev)
+        softplus_arg = softplus if any(softplus) else None
+
+        def grad_bounds(lo: torch.Tensor, hi: torch.Tensor, tt: torch.Tensor) -> tuple[Any, ...]:
+            return gradient_bounds(params, lo, hi, tt, slack=rtol, softplus=softplus_arg)
+
     keep_class = target is None
     t = ex.resolve_target(model, x, target)
     with torch.enable_grad():
@@ -348,7 +381,7 @@ def deterministic_certificate(
         box = tuple(torch.as_tensor(b, dtype=torch.float64, device=dev) for b in bounds)
         box = tuple(b.expand_as(x64).flatten(1) if b.dim() > 0 else b for b in box)
 
-    widest = max(max(w.shape) for w, _ in params)
+    widest = max((max(w.shape) for w, _ in params), default=1)
     chunk = max(1, int(2**28 // (8 * 3 * max_patterns * widest * flat.shape[1])))
     every = torch.arange(x.shape[0], device=dev)
 
@@ -365,7 +398,7 @@ def deterministic_certificate(
             lo = torch.minimum(torch.maximum(lo, b_lo), f0)
             hi = torch.maximum(torch.minimum(hi, b_hi), f0)
         x0 = x64[rows]
-        gl, gu, margin = gradient_bounds(params, lo, hi, tt, slack=rtol, softplus=softplus_arg)
+        gl, gu, margin = grad_bounds(lo, hi, tt)
         sl, su = score_bounds(ex, x0, lo.view_as(x0), hi.view_as(x0), gl, gu)
         lo_t = sl.gather(1, top)  # (n, k)
         rivals = (su.unsqueeze(1) >= (lo_t - tl).unsqueeze(2)).sum(2) - 1  # minus itself
@@ -435,6 +468,7 @@ def deterministic_certificate(
             "prediction_fixed": keep_class,
             "bound": bound,
             "max_patterns": int(max_patterns),
+            "network": network,
         },
         prediction_certified=cls_at_radius,
     )

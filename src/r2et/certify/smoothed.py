@@ -1,10 +1,12 @@
 """The smoothed certificate (l2, probabilistic; any model and explainer): randomized smoothing
 of the top-k membership, one-sided Clopper-Pearson bounds (:func:`clopper_pearson_lower`) and
-the certified P@k of the smoothed top-k (:func:`smoothed_p_at_k_bound`). The maths is in
+the certified P@k of the smoothed top-k (:func:`smoothed_p_at_k_bound`); Anani et al.'s
+per-pixel reporting (:func:`certified_share`, :func:`top_fraction_k`). The maths is in
 :mod:`r2et.certify`'s docstring."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -17,9 +19,11 @@ from r2et.explain import Explainer, repeat_batch
 from r2et.metrics import topk_mask
 
 __all__ = [
+    "certified_share",
     "clopper_pearson_lower",
     "smoothed_certificate",
     "smoothed_p_at_k_bound",
+    "top_fraction_k",
 ]
 
 
@@ -250,3 +254,63 @@ def smoothed_p_at_k_bound(a: Any, u: Any, k: int, f: int) -> Any:
     ab = torch.where(has_a & has_b, ab_val, big)
     out = torch.minimum(torch.minimum(aa, bb), ab)
     return int(out) if out.dim() == 0 else out
+
+
+def top_fraction_k(fraction: float, n_features: int) -> int:
+    """The ``k`` that keeps a ``fraction`` of ``n_features`` features, by Anani et al.'s
+    sparsification rule (top K% of the pixels, ``fraction = K / 100``): the number of features
+    strictly above numpy's (linearly interpolated) ``100 (1 − fraction)`` percentile of ``F``
+    distinct scores, ``k = ⌈fraction · (F − 1)⌉`` (at least 1; ``fraction = 1`` gives ``F − 1``,
+    the largest ``k`` a certificate accepts). Example: F = 784, 10% -> 79, 30% -> 235, 50% -> 392.
+    """
+    f = check_int("n_features", n_features, 2)
+    assert f is not None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    # the tolerance keeps products that are integers in exact arithmetic from rounding up
+    return max(1, math.ceil(fraction * (f - 1) - 1e-9))
+
+
+def certified_share(result: CertificateResult, radii: Any) -> dict[str, torch.Tensor]:
+    """Per input, the share of features whose smoothed label is certified at each l2 radius:
+    Anani et al.'s "% certified pixels", where a pixel not certified counts as abstained.
+
+    With ``R_j = σ Φ⁻¹(p_j)`` the certified radius of feature j (``result.feature_radius``; 0
+    where ``p_j <= 1/2``, the feature abstains at every radius), for each ``r`` in ``radii``::
+
+        in(r)        = #{j : label_in_j,     R_j > 0, R_j >= r} / F
+        out(r)       = #{j : not label_in_j, R_j > 0, R_j >= r} / F
+        certified(r) = in(r) + out(r),    abstain(r) = 1 − certified(r)
+
+    A feature counted at ``r`` keeps its label for every ``‖δ‖₂ < r`` (as the certificate
+    holds for ``‖δ‖₂ < R_j``). ``never`` is the share with ``R_j = 0`` (abstained at every
+    radius, part of ``abstain(r)``). At ``r = σ Φ⁻¹(τ)`` this is Anani et al.'s (Fischer et
+    al.'s) test: ``R_j >= σ Φ⁻¹(τ)`` iff ``p_j >= τ`` iff the one-sided binomial test of
+    ``p <= τ`` rejects at level ``alpha / F`` (the Clopper-Pearson bound is the smallest ``p``
+    that test does not reject). Returns float64 tensors ``(N, R)`` (``never``: ``(N,)``), keys
+    ``"in"``, ``"out"``, ``"certified"``, ``"abstain"``, ``"never"``. ``result`` must come
+    from ``certified_radius(..., method="smoothed")``.
+    """
+    if not isinstance(result, CertificateResult):
+        raise TypeError(f"result must be a CertificateResult, got {type(result).__name__}")
+    if result.method != "smoothed" or result.feature_radius is None or result.label_in is None:
+        raise ValueError("certified_share needs a smoothed certificate (feature_radius, label_in)")
+    r = torch.as_tensor(radii, dtype=torch.float64).flatten().cpu()
+    if r.numel() == 0 or not bool(torch.isfinite(r).all()) or bool((r < 0).any()):
+        raise ValueError("radii must be a non-empty sequence of finite numbers >= 0")
+    fr = result.feature_radius.detach().to("cpu", torch.float64)
+    lab = result.label_in.detach().cpu().bool()
+    n_feat = fr.shape[1]
+    cert = (fr.unsqueeze(-1) >= r.view(1, 1, -1)) & (fr > 0).unsqueeze(-1)  # (N, F, R)
+    share_in = (cert & lab.unsqueeze(-1)).sum(1).double() / n_feat
+    share_out = (cert & ~lab.unsqueeze(-1)).sum(1).double() / n_feat
+    certified = share_in + share_out
+    return {
+        "in": share_in,
+        "out": share_out,
+        "certified": certified,
+        "abstain": 1 - certified,
+        "never": (fr <= 0).sum(1).double() / n_feat,
+    }

@@ -256,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--certify",
         action="store_true",
-        help="also certify the top-k at eps (deterministic l_inf certificate, ReLU MLPs): the "
-        "worst case then lies between the certified P@k (a lower bound) and the attacked one",
+        help="also certify the top-k at eps (deterministic l_inf certificate: ReLU or Softplus "
+        "MLPs and small sequential CNNs such as --model cnn): the worst case then lies between "
+        "the certified P@k (a lower bound) and the attacked one",
     )
     add_data_args(e, reload=True)
     e.add_argument(

@@ -58,10 +58,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.certify:
         if args.norm != "linf":
             raise ValueError("--certify gives an l_inf certificate: use it with --norm linf")
-        from r2et.certify import mlp_layers
+        import torch
 
-        try:
-            mlp_layers(model)
+        from r2et._checks import to_model
+        from r2et.certify import network_layers
+        from r2et.models import eval_mode
+
+        x0 = ds.test[0][:2] if isinstance(ds.test[0], torch.Tensor) else None
+        try:  # an MLP or a sequential CNN (r2et.certify.conv), checked on two test inputs
+            with eval_mode(model), torch.no_grad():
+                network_layers(model, None if x0 is None else to_model(model, x0))
         except TypeError as err:
             raise ValueError(f"--certify: {err}") from None
         certify = {"certified": {"method": "deterministic", "radii": [eps], "bounds": bounds,

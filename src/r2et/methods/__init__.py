@@ -15,44 +15,47 @@ a graph, once) on demand. All saliency terms use the method's
 :class:`~r2et.explain.Explainer`, so the saliency that is trained is the saliency that is
 attacked and measured.
 
-=============== ============================================================== ===============
-method          loss                                                           terms
-=============== ============================================================== ===============
-``vanilla``     ``CE``                                                         (none)
-``wd``          ``CE``, weight decay in the optimiser (``weight_decay``)       WeightDecay
-``sp``          ``CE`` on the model with every ``nn.ReLU`` replaced by         SoftplusModel
-                ``Softplus(beta)``
-``est-h``       ``CE + mu · ‖(g(x + h v) − g(x)) / h‖₂``, ``v = sign(g(x))``   FiniteDiffHess
-                (finite-difference Hessian norm along the gradient sign)
-``exact-h``     ``CE + mu · ‖∇²ₓ f(x)‖_F`` (exact per-sample input Hessian)    ExactHessian
-``ssr``         ``(1 − alpha) CE + alpha · beta · λ_max(Lᵀ J Jᵀ L)`` (smoothed CEWeight, SSR
-                geometry, Wang et al., NeurIPS 2020)
-``at``          ``CE(x') + lam · (−gap_T(ŝ(x')))``, x' from an inner ERAttack, AdversarialPoint,
-                T the top-k at x                                               RankingGap
-``r2et``        ``CE + lam · (−gap_T(ŝ(x)))`` on the data's own explanation,   RankingGap
-                lam 0.03 (one-hot tables suggest 0.3, ``ds.default_params``); the
-                default (issue 28: every Hessian probe tried on one-hot tables
-                bought stability with locality)
-``r2et-paper``  the paper's R2ET: ``CE + lam · (−gap_T(ŝ(x))) + mu · est-h     RankingGap,
-                term``, the est-h term along ``sign(a(x))`` on the attribution FiniteDiffHess
-``r2et-data``   ``CE + lam · (−gap_T) + mu · ‖∇f(x + h v) − ∇f(x)‖₂ /          RankingGap,
-                (h ‖∇f(x)‖₂)``, v towards the next input of the batch, ∇f the  FiniteDiffHess
-                model's gradient whatever the attribution                      (data, gradient)
-``r2et-anchor`` ``CE + rho · (−gap_A(ŝ(x)))``, A the top-k of the model as     AnchoredGap
-                training started (a frozen copy): fine-tuning thickens each
-                input's own pre-trained ranking instead of one shared top-k
-``r2et-keep``   ``CE + lam · (−gap_T(ŝ(x))) + rho · (−gap_A(ŝ(x)))``: the      RankingGap,
-                default gap with each input's pre-trained ranking held         AnchoredGap
-``r2et-mm``     as ``r2et-paper`` with the gap between the ``m`` weakest top-k (as r2et-paper,
-                and the ``m`` strongest other features                         ``m``)
-``r2et-noh``    ``r2et-paper`` without the Hessian term (the paper's R2ET\\H,  RankingGap
-                lam 0.01)
-``r2et-mm-noh`` ``r2et-mm`` without the Hessian term (R2ET-mm\\H)               RankingGap
-``r2et-cert``   ``CE + lam · (−gap_T(s_l, s_u))``: the gap on *certified*      CertifiedGap
-                score bounds, ``mean_{i∈T} s_l_i − mean_{j∉T} s_u_j`` over the
-                l_inf ball of radius ``cert_eps`` (:mod:`r2et.certify`; ReLU
-                MLPs)
-=============== ============================================================== ===============
+================ ============================================================== ===============
+method           loss                                                           terms
+================ ============================================================== ===============
+``vanilla``      ``CE``                                                         (none)
+``wd``           ``CE``, weight decay in the optimiser (``weight_decay``)       WeightDecay
+``sp``           ``CE`` on the model with every ``nn.ReLU`` replaced by         SoftplusModel
+                 ``Softplus(beta)``
+``est-h``        ``CE + mu · ‖(g(x + h v) − g(x)) / h‖₂``, ``v = sign(g(x))``   FiniteDiffHess
+                 (finite-difference Hessian norm along the gradient sign)
+``exact-h``      ``CE + mu · ‖∇²ₓ f(x)‖_F`` (exact per-sample input Hessian)    ExactHessian
+``ssr``          ``(1 − alpha) CE + alpha · beta · λ_max(Lᵀ J Jᵀ L)`` (smoothed CEWeight, SSR
+                 geometry, Wang et al., NeurIPS 2020)
+``at``           ``CE(x') + lam · (−gap_T(ŝ(x')))``, x' from an inner ERAttack, AdversarialPoint,
+                 T the top-k at x                                               RankingGap
+``r2et``         ``CE + lam · (−gap_T(ŝ(x)))`` on the data's own explanation,   RankingGap
+                 lam 0.03 (one-hot tables suggest 0.3, ``ds.default_params``); the
+                 default (issue 28: every Hessian probe tried on one-hot tables
+                 bought stability with locality)
+``r2et-paper``   the paper's R2ET: ``CE + lam · (−gap_T(ŝ(x))) + mu · est-h     RankingGap,
+                 term``, the est-h term along ``sign(a(x))`` on the attribution FiniteDiffHess
+``r2et-data``    ``CE + lam · (−gap_T) + mu · ‖∇f(x + h v) − ∇f(x)‖₂ /          RankingGap,
+                 (h ‖∇f(x)‖₂)``, v towards the next input of the batch, ∇f the  FiniteDiffHess
+                 model's gradient whatever the attribution                      (data, gradient)
+``r2et-anchor``  ``CE + rho · (−gap_A(ŝ(x)))``, A the top-k of the model as     AnchoredGap
+                 training started (a frozen copy): fine-tuning thickens each
+                 input's own pre-trained ranking instead of one shared top-k
+``r2et-keep``    ``CE + lam · (−gap_T(ŝ(x))) + rho · (−gap_A(ŝ(x)))``: the      RankingGap,
+                 default gap with each input's pre-trained ranking held         AnchoredGap
+``r2et-mm``      as ``r2et-paper`` with the gap between the ``m`` weakest top-k (as r2et-paper,
+                 and the ``m`` strongest other features                         ``m``)
+``r2et-noh``     ``r2et-paper`` without the Hessian term (the paper's R2ET\\H,  RankingGap
+                 lam 0.01)
+``r2et-mm-noh``  ``r2et-mm`` without the Hessian term (R2ET-mm\\H)               RankingGap
+``r2et-exp-noh`` ``CE + lam · mean_{i∈T, j∉T} exp(−(ŝ_i − ŝ_j))``: the paper's  PairwiseExp
+                 exponential pair form without the Hessian term (a pair's pull
+                 fades once it is apart; issue 28, not the default)
+``r2et-cert``    ``CE + lam · (−gap_T(s_l, s_u))``: the gap on *certified*      CertifiedGap
+                 score bounds, ``mean_{i∈T} s_l_i − mean_{j∉T} s_u_j`` over the
+                 l_inf ball of radius ``cert_eps`` (:mod:`r2et.certify`; ReLU
+                 MLPs)
+================ ============================================================== ===============
 
 (``FiniteDiffHess`` is :class:`FiniteDifferenceHessian`, ``SSR`` :class:`SmoothedGeometry`,
 ``SoftplusModel`` :class:`SoftplusActivations`.)

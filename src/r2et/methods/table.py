@@ -125,6 +125,14 @@ for _name, _row in {
         {**_R2ET_DEFAULTS},
         "lam",
     ),
+    "r2et-exp-noh": MethodRow(
+        "CE + lam * mean over top-k/other pairs of exp(-(s_i - s_j)), no Hessian term: a "
+        "pair's push fades once it is apart, so an input whose ranking is already thick "
+        "is left alone",
+        (PairwiseExp(),),
+        {**_NOH_DEFAULTS, "lam": 1.0},
+        "lam",
+    ),
     "r2et-adaptive": MethodRow(
         "R2ET with adaptive weights: w * (CE + 1)/|R| per term (detached)",
         (RankingGap(), FiniteDifferenceHessian()),
