@@ -240,17 +240,10 @@ def _pattern_check(
     n, p, n_cls, f = a.shape
     kk = top_idx.shape[1]
     g = a.gather(2, t.view(n, 1, 1, 1).expand(n, p, 1, f)).squeeze(2)  # (n, P, F)
-    mag = g.abs()
-    if ex.method == "grad_x_input":  # |x'_j g_j| with x'_j in [lo_j, hi_j]
-        far = torch.maximum(lo.abs(), hi.abs())
-        near = torch.where(
-            (lo <= 0) & (hi >= 0), torch.zeros_like(lo), torch.minimum(lo.abs(), hi.abs())
-        )
-        low_s, high_s = mag * near[:, None], mag * far[:, None]
-    else:
-        low_s = high_s = mag
-    sl = ex.reduce_attr(low_s.reshape(n * p, *shape)).view(n, p, -1)
-    su = ex.reduce_attr(high_s.reshape(n * p, *shape)).view(n, p, -1)
+    # the gradient is exact per pattern: score bounds with g_l = g_u = g (x' still in the box)
+    box_lo, box_hi = (b[:, None].expand(n, p, f).reshape(n * p, *shape) for b in (lo, hi))
+    gp = g.reshape(n * p, *shape)
+    sl, su = (s.view(n, p, -1) for s in score_bounds(ex, box_lo, box_lo, box_hi, gp, gp))
     lo_t = sl.gather(2, top_idx[:, None].expand(n, p, kk))
     rivals = (su[:, :, None, :] >= (lo_t - tol[:, None])[..., None]).sum(-1) - 1
     n_in = ((rivals <= kk - 1) & (lo_t > tol[:, None])).sum(-1).amin(1)
