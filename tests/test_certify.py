@@ -510,15 +510,16 @@ def test_softplus_gradient_bounds_contain_every_point_of_the_ball(beta: float) -
 
 
 def test_softplus_certificate_is_sound_and_not_vacuous() -> None:
-    """The certified radius of a Softplus MLP (interval bound; patterns need ReLUs): no
-    sampled point inside it changes the top-k or the class, and most inputs get one."""
+    """The certified radius of a Softplus MLP (the default falls back to the CROWN bound;
+    patterns need ReLUs): no sampled point inside it changes the top-k or the class, and most
+    inputs get one."""
     from r2et.methods import get_method
 
     model = get_method("sp", beta=5.0).prepare(make_mlp(n_in=6, n_out=3, seed=2))
     x = randn_rows(12, 6, seed=5)
     ex = Explainer("grad")
     res = certified_radius(model, x, ex, 2, max_radius=2.0)
-    assert res.params["bound"] == "interval"
+    assert res.params["bound"] == "crown"
     assert (res.radius > 0).sum() >= 8
     gen = torch.Generator().manual_seed(0)
     c0 = model(x).argmax(1)

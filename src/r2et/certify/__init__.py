@@ -83,16 +83,23 @@ deterministic method's default bound, ``bound="patterns"``: instead of intervals
 backward pass, every on/off choice of the units the box leaves unstable is enumerated, the
 network being affine on each; per pattern the gradient is exact, and the top-k and the class
 are checked jointly for every pattern; inputs with more than ``max_patterns`` patterns keep
-the interval bound, and the stronger of the two is reported). A Softplus layer (``sp``,
-``r2et-sp``) passes the box through the monotone softplus, and its derivative ``σ(β z)``
-lies in ``[σ(β l), σ(β u)]``, a positive interval that multiplies the backward row vector as
-an interval product (the interval bound only: softplus has no activation patterns).
+the ``"crown"`` bound, and the stronger of the two is reported), :mod:`r2et.certify.crown`
+(``bound="crown"``: each pre-activation and logit margin bounded by linear relaxation,
+CROWN, Zhang et al. 2018: every activation enclosed between two lines on its pre-activation
+interval, ReLU ``α z <= relu(z) <= u (z − l)/(u − l)``, Softplus between a tangent and the
+chord, and the lines substituted backwards to the input box, intersected with IBP; the
+gradient's backward pass then runs in interval arithmetic from these tighter masks and
+derivative intervals). A Softplus layer (``sp``, ``r2et-sp``) passes the box through the
+monotone softplus, and its derivative ``σ(β z)`` lies in ``[σ(β l), σ(β u)]``, a positive
+interval that multiplies the backward row vector as an interval product (softplus has no
+activation patterns: ``bound="patterns"`` gives ``"crown"`` there).
 """
 
 from __future__ import annotations
 
 from r2et.certify.conv import conv_gradient_bounds, conv_layers
 from r2et.certify.core import METHODS, certified_radius
+from r2et.certify.crown import crown_preactivations
 from r2et.certify.deterministic import (
     BOUNDS,
     gradient_bounds,
@@ -112,6 +119,7 @@ __all__ = [
     "clopper_pearson_lower",
     "conv_gradient_bounds",
     "conv_layers",
+    "crown_preactivations",
     "gradient_bounds",
     "mlp_layers",
     "network_layers",

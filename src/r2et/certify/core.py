@@ -62,9 +62,12 @@ def certified_radius(
     ``grad`` or ``grad_x_input`` of the ``logit``): bounds ``g_l <= ∂z_c/∂x' <= g_u`` on the
     gradient over the ball (``bound="patterns"``, the default: every activation pattern of
     the unstable units enumerated, for inputs with at most ``max_patterns`` of them,
-    :mod:`r2et.certify.patterns`, and the stronger of that and the interval bound;
-    ``bound="interval"``: intervals through the backward pass only; Softplus networks and CNNs
-    always use the interval bound, and ``params["bound"]`` of the result says so), the top-k
+    :mod:`r2et.certify.patterns`, and the stronger of that and the ``"crown"`` bound;
+    ``bound="crown"``: pre-activations and logit margins by linear relaxation (CROWN,
+    :mod:`r2et.certify.crown`), then intervals through the gradient's backward pass;
+    ``bound="interval"``: IBP pre-activations and intervals through the backward pass; a
+    Softplus MLP's ``"patterns"`` is ``"crown"``, CNNs always use the interval bound, and
+    ``params["bound"]`` of the result says which was used), the top-k
     certified when ``#{j ≠ i : s_u_j >= s_l_i} <= k − 1`` for every top-k ``i``, bisection over
     ``[0, max_radius]`` (``n_bisect`` halvings; a
     radius equal to ``max_radius`` means "at least"), the ball intersected with the data box

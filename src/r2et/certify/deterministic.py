@@ -19,7 +19,9 @@ from r2et.certify.conv import (
     conv_stages,
     largest_activation,
 )
+from r2et.certify.crown import crown_states
 from r2et.certify.intervals import (
+    ActState,
     activation_backward,
     logit_margins,
     relu_state,
@@ -29,10 +31,13 @@ from r2et.certify.patterns import pattern_affine_maps
 from r2et.certify.result import CertificateResult
 from r2et.explain import Explainer
 
-#: The bounds of the deterministic certificate: ``"interval"`` (intervals through the
-#: gradient's backward pass), ``"patterns"`` (every reachable activation pattern enumerated,
-#: :mod:`r2et.certify.patterns`; inputs with too many patterns fall back to the intervals).
-BOUNDS = ("patterns", "interval")
+#: The bounds of the deterministic certificate (MLPs; a CNN always gets ``"interval"``):
+#: ``"interval"`` (IBP pre-activations, intervals through the gradient's backward pass),
+#: ``"crown"`` (the same backward pass from the tighter pre-activations and logit margins of
+#: the linear relaxation, :mod:`r2et.certify.crown`), ``"patterns"`` (every reachable
+#: activation pattern enumerated, :mod:`r2et.certify.patterns`, on top of ``"crown"``; inputs
+#: with too many patterns, and Softplus networks, keep ``"crown"``).
+BOUNDS = ("patterns", "crown", "interval")
 
 __all__ = [
     "deterministic_certificate",
@@ -147,6 +152,7 @@ def gradient_bounds(
     target: torch.Tensor,
     slack: float = 0.0,
     softplus: list[tuple[float, float] | None] | None = None,
+    crown: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Interval bounds over the box ``[low, high]`` ``(N, F)`` of an MLP given by its
     ``(W, b)`` pairs (ReLU activations, or per hidden layer ``(beta, threshold)`` of a
@@ -169,9 +175,38 @@ def gradient_bounds(
     pre-activation within ~1e-6 of 0 on the other side) cannot undo a certificate.
     Everything is differentiable w.r.t. the parameters (used by the ``r2et-cert`` training
     term).
+
+    ``crown=True``: the pre-activation bounds (hence the ReLU masks and Softplus derivative
+    intervals) and the logit margins come from the linear relaxation of
+    :func:`~r2et.certify.crown.crown_states` instead of IBP; the gradient's backward pass is
+    the same interval pass. The result is intersected with the interval result (both are
+    sound), so it is never looser.
     """
+    states, margin = _interval_states(params, low, high, target, slack, softplus)
+    vl, vu = _gradient_backward(params, states, target)
+    if crown:
+        c_states, c_margin = crown_states(params, low, high, target, slack, softplus)
+        cl, cu = _gradient_backward(params, c_states, target)
+        vl, vu, margin = (
+            torch.maximum(vl, cl),
+            torch.minimum(vu, cu),
+            torch.maximum(margin, c_margin),
+        )
+    return vl, vu, margin
+
+
+def _interval_states(
+    params: list[tuple[torch.Tensor, torch.Tensor]],
+    low: torch.Tensor,
+    high: torch.Tensor,
+    target: torch.Tensor,
+    slack: float,
+    softplus: list[tuple[float, float] | None] | None,
+) -> tuple[list[ActState], torch.Tensor]:
+    """IBP forward (:func:`gradient_bounds`): every hidden activation's backward state and
+    the logit margins' lower bound over the last hidden box."""
     # per hidden layer: (on, off, None) masks of a ReLU, or (d_l, d_u, True) of a Softplus
-    states: list[tuple[torch.Tensor, torch.Tensor, bool | None]] = []
+    states: list[ActState] = []
     acts = softplus or [None] * (len(params) - 1)
     lo, hi = low, high
     for (w, b), act in zip(params[:-1], acts):
@@ -186,15 +221,21 @@ def gradient_bounds(
         states.append(relu_state(pl, pu, eps, slack))
         lo, hi = pl.clamp_min(0), pu.clamp_min(0)
     w_last, b_last = params[-1]
-    margin = logit_margins(w_last, b_last, lo, hi, target, slack)  # z_c − z_j over the box
-    # gradient row vector, backwards
-    vl = vu = w_last[target]
+    return states, logit_margins(w_last, b_last, lo, hi, target, slack)  # z_c − z_j over the box
+
+
+def _gradient_backward(
+    params: list[tuple[torch.Tensor, torch.Tensor]], states: list[ActState], target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient row vector ``W_L[c]`` carried back through the activations' states and the
+    linear maps in interval arithmetic (:func:`gradient_bounds`)."""
+    vl = vu = params[-1][0][target]
     for (w, _), state in zip(reversed(params[:-1]), reversed(states)):
         vl, vu = activation_backward(vl, vu, state)
         c, r = (vl + vu) / 2, (vu - vl) / 2
         c, r = c @ w, r @ w.abs()
         vl, vu = c - r, c + r
-    return vl, vu, margin
+    return vl, vu
 
 
 def score_bounds(
@@ -264,11 +305,11 @@ def _pattern_check(
 def _pattern_search(
     check: Any, lo_r: torch.Tensor, max_radius: float, n_bisect: int
 ) -> torch.Tensor:
-    """The largest radius the pattern certificate holds at, from the interval radius ``lo_r``
-    (certified, a lower bound) up: the radius is doubled while it holds (from
-    ``max_radius · 2^-n_bisect`` where ``lo_r`` is 0), then the bracket ``[lo, hi]`` is bisected
-    ``n_bisect`` times (``hi`` = 2 lo: a relative precision of ``2^-n_bisect``). Rows are
-    checked only while their bracket is open."""
+    """The largest radius the pattern certificate holds at, from the radius ``lo_r`` of the
+    interval (or CROWN) bound (certified, a lower bound) up: the radius is doubled while it
+    holds (from ``max_radius · 2^-n_bisect`` where ``lo_r`` is 0), then the bracket
+    ``[lo, hi]`` is bisected ``n_bisect`` times (``hi`` = 2 lo: a relative precision of
+    ``2^-n_bisect``). Rows are checked only while their bracket is open."""
     step = max_radius * 2.0**-n_bisect
     lo = lo_r.clone()
     hi = torch.full_like(lo, float("inf"))
@@ -309,14 +350,16 @@ def deterministic_certificate(
 ) -> CertificateResult:
     """The deterministic certificate of :func:`~r2et.certify.certified_radius` (arguments
     checked there, model in eval mode): for each row, on the box ``B_r = ball(x, r) ∩ bounds``,
-    gradient bounds ``[g_l, g_u]`` (MLP: :func:`gradient_bounds`; CNN, see
-    :func:`network_layers`: :func:`~r2et.certify.conv.conv_gradient_bounds`, interval bound
-    only), score bounds ``[s_l, s_u]`` (:func:`score_bounds`), and the top-k set ``T`` of
+    gradient bounds ``[g_l, g_u]`` (MLP: :func:`gradient_bounds`, with the CROWN
+    pre-activations unless ``bound="interval"``; CNN, see :func:`network_layers`:
+    :func:`~r2et.certify.conv.conv_gradient_bounds`, interval bound only), score bounds
+    ``[s_l, s_u]`` (:func:`score_bounds`), and the top-k set ``T`` of
     ``s(x)`` certified at ``r`` when, for every ``i ∈ T``, ``s_l_i > tol`` and
     ``#{j ≠ i : s_u_j >= s_l_i − tol} <= k − 1`` (``tol = rtol · max_j s_j(x)``), and (with
     ``target=None``) every logit margin ``z_c − z_j`` has a positive lower bound. The largest
     such ``r`` is bisected on ``[0, max_radius]``; for ReLU MLPs with ``bound="patterns"`` it is
-    then pushed up with the pattern bound. Returns a :class:`CertificateResult` with the
+    then pushed up with the pattern bound (a Softplus MLP's ``"patterns"`` is ``"crown"``).
+    Returns a :class:`CertificateResult` with the
     certified P@k on ``grid`` (``params["network"]``: ``"mlp"`` or ``"cnn"``;
     ``params["bound"]``: the bound actually used)."""
     if fkw:
@@ -330,13 +373,16 @@ def deterministic_certificate(
         )
     network, layers = network_layers(model, x)
     dev = x.device
+    flat_features = max(1, int(x[0].numel()) if len(x) else 1)
     in_shape = tuple(x.shape[1:])
     if network == "cnn":  # intervals only: CNNs have no pattern enumeration here
         bound = "interval"
         stages = conv_stages(layers, dev)
         rows_per_chunk = max(1, 2**23 // largest_activation(layers, x))  # ~1 GB in float64
 
-        def grad_bounds(lo: torch.Tensor, hi: torch.Tensor, tt: torch.Tensor) -> tuple[Any, ...]:
+        def grad_bounds(
+            lo: torch.Tensor, hi: torch.Tensor, tt: torch.Tensor, crown: bool
+        ) -> tuple[Any, ...]:
             parts = [
                 conv_gradient_bounds(
                     stages, a.view(-1, *in_shape), b.view(-1, *in_shape), c, slack=rtol
@@ -352,13 +398,23 @@ def deterministic_certificate(
     else:
         linears, acts = layers
         softplus = softplus_terms(acts)
-        if any(softplus):  # activation patterns exist only for ReLUs
-            bound = "interval"
+        if any(softplus) and bound == "patterns":  # activation patterns exist only for ReLUs
+            bound = "crown"
         params = _params64(linears, dev)
         softplus_arg = softplus if any(softplus) else None
+        # CROWN's coefficients are (rows, 2 H, F): rows in chunks of ~2^24 entries (128 MB)
+        crown_rows = max(1, 2**24 // (2 * max(w.shape[0] for w, _ in params) * flat_features))
 
-        def grad_bounds(lo: torch.Tensor, hi: torch.Tensor, tt: torch.Tensor) -> tuple[Any, ...]:
-            return gradient_bounds(params, lo, hi, tt, slack=rtol, softplus=softplus_arg)
+        def grad_bounds(
+            lo: torch.Tensor, hi: torch.Tensor, tt: torch.Tensor, crown: bool
+        ) -> tuple[Any, ...]:
+            if not crown or len(lo) <= crown_rows:
+                return gradient_bounds(params, lo, hi, tt, rtol, softplus_arg, crown)
+            parts = [
+                gradient_bounds(params, a, b, c, rtol, softplus_arg, crown)
+                for a, b, c in zip(lo.split(crown_rows), hi.split(crown_rows), tt.split(crown_rows))
+            ]
+            return tuple(torch.cat(z) for z in zip(*parts))
 
     keep_class = target is None
     t = ex.resolve_target(model, x, target)
@@ -379,11 +435,14 @@ def deterministic_certificate(
     every = torch.arange(x.shape[0], device=dev)
 
     def check(
-        r: torch.Tensor, rows: torch.Tensor = every, patterns: bool = bound == "patterns"
+        r: torch.Tensor,
+        rows: torch.Tensor = every,
+        patterns: bool = bound == "patterns",
+        crown: bool = bound != "interval",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(set certified, # top-k features certified in, class certified) of ``rows`` at
-        radii ``r`` (one per row): the interval certificate, or the stronger of it and the
-        pattern certificate (both sound)."""
+        radii ``r`` (one per row): the interval (``crown``: CROWN) certificate, or the
+        stronger of it and the pattern certificate (both sound)."""
         f0, tt, top, tl = flat[rows], t[rows], top_idx[rows], tol[rows]
         lo, hi = f0 - r[:, None], f0 + r[:, None]
         if box is not None:  # ball ∩ box, widened to hold x itself should x lie outside
@@ -391,7 +450,7 @@ def deterministic_certificate(
             lo = torch.minimum(torch.maximum(lo, b_lo), f0)
             hi = torch.maximum(torch.minimum(hi, b_hi), f0)
         x0 = x64[rows]
-        gl, gu, margin = grad_bounds(lo, hi, tt)
+        gl, gu, margin = grad_bounds(lo, hi, tt, crown)
         sl, su = score_bounds(ex, x0, lo.view_as(x0), hi.view_as(x0), gl, gu)
         lo_t = sl.gather(1, top)  # (n, k)
         rivals = (su.unsqueeze(1) >= (lo_t - tl).unsqueeze(2)).sum(2) - 1  # minus itself
@@ -423,20 +482,30 @@ def deterministic_certificate(
             cls = cls | (valid & p_cls)
         return n_in == kk, n_in, cls
 
-    # the interval radius: bisection of [0, max_radius] (cheap, every row)
-    n_rows = x.shape[0]
-    lo_r = torch.zeros(n_rows, dtype=torch.float64, device=dev)
-    hi_r = torch.full_like(lo_r, float(max_radius))
-    ok, _, _ = check(hi_r, patterns=False)
-    lo_r = torch.where(ok, hi_r, lo_r)
-    for _ in range(n_bisect):
-        mid = (lo_r + hi_r) / 2
-        ok_mid, _, _ = check(mid, patterns=False)
-        ok_mid = ok_mid & ~ok
-        lo_r = torch.where(ok_mid, mid, lo_r)
-        hi_r = torch.where(ok_mid | ok, hi_r, mid)
-    if bound == "patterns":  # then beyond it: doubling, then bisection to 2^-n_bisect relative
-        lo_r = _pattern_search(check, lo_r, float(max_radius), n_bisect)
+    def bisect(crown: bool) -> torch.Tensor:
+        """The interval (``crown``: CROWN) radius: bisection of [0, max_radius], every row."""
+        lo_r = torch.zeros(x.shape[0], dtype=torch.float64, device=dev)
+        hi_r = torch.full_like(lo_r, float(max_radius))
+        ok, _, _ = check(hi_r, patterns=False, crown=crown)
+        lo_r = torch.where(ok, hi_r, lo_r)
+        for _ in range(n_bisect):
+            mid = (lo_r + hi_r) / 2
+            ok_mid, _, _ = check(mid, patterns=False, crown=crown)
+            ok_mid = ok_mid & ~ok
+            lo_r = torch.where(ok_mid, mid, lo_r)
+            hi_r = torch.where(ok_mid | ok, hi_r, mid)
+        return lo_r
+
+    lo_r = bisect(bound == "crown")
+    if bound == "patterns":
+        # beyond the interval radius with the interval + pattern check (doubling, then
+        # bisection to 2^-n_bisect relative): the search path of the interval bound, since
+        # the pattern check is not monotone in r (rows chunked together share the pattern
+        # budget) and another start can end lower; then the larger of it and CROWN's radius
+        lo_r = _pattern_search(
+            lambda r, rows: check(r, rows, crown=False), lo_r, float(max_radius), n_bisect
+        )
+        lo_r = torch.maximum(lo_r, bisect(True))
     # certified P@k on the grid (one batched pass per radius)
     curve = []
     for r in grid.tolist():
