@@ -530,3 +530,34 @@ def test_softplus_certificate_is_sound_and_not_vacuous() -> None:
         assert (model(pts).argmax(1) == c0[i]).all()
         s = ex.scores(model, pts, c0[i].expand(2000))
         assert (topk_mask(s, 2) == topk_mask(s0[i : i + 1], 2)).all()
+
+
+def test_pattern_validity_does_not_depend_on_batch_mates() -> None:
+    """A row's pattern maps and validity are those it gets alone: rows enumerated together
+    share one pattern index, and a group that would need more than the budget is split
+    instead of invalidating rows that fit on their own (the radius search relies on a row's
+    check depending on that row only)."""
+    from r2et.certify.deterministic import _params64
+    from r2et.certify.patterns import pattern_affine_maps
+
+    model = make_mlp(n_in=6, n_out=3, seed=1)
+    params = _params64(relu_layers(model), torch.device("cpu"))
+    x = randn_rows(16, 6, seed=4)
+    r = 0.04 * (1 + torch.arange(16, dtype=x.dtype))[:, None] / 4  # widths 0.01 ... 0.16
+    checked = 0
+    for cap in (16, 256):
+        a, c, valid = pattern_affine_maps(params, x - r, x + r, 0.0, cap)
+        assert a.shape[1] <= cap
+        for i in range(16):
+            ai, ci, vi = pattern_affine_maps(params, x[i : i + 1] - r[i], x[i : i + 1] + r[i],
+                                             0.0, cap)  # fmt: skip
+            assert bool(valid[i]) == bool(vi[0])
+            if vi[0]:  # the same set of affine maps (a group may repeat some)
+                alone = {tuple(v) for v in torch.cat([ai[0], ci[0, ..., None]], -1)
+                         .flatten(1).round(decimals=9).tolist()}  # fmt: skip
+                batch = {tuple(v) for v in torch.cat([a[i], c[i, ..., None]], -1)
+                         .flatten(1).round(decimals=9).tolist()}  # fmt: skip
+                assert alone == batch
+                checked += 1
+        assert 0 < int(valid.sum()) < 16 or cap == 256
+    assert checked > 0

@@ -458,7 +458,8 @@ def deterministic_certificate(
         cls = margin.amin(1) > 0 if keep_class else torch.ones_like(r, dtype=torch.bool)
         n_in = cert_in.sum(1) * cls
         if patterns and len(rows):
-            # rows of a chunk share one pattern index: chunk rows with similar radii together
+            # rows of a chunk share one pattern index (a chunk that does not fit is split):
+            # rows with similar radii together, so that fewer splits are needed
             order = torch.argsort(r)
             parts = [
                 _pattern_check(

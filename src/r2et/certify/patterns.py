@@ -19,9 +19,10 @@ independent interval and the gradient's entries as unrelated; here the top-k con
 checked jointly, pattern by pattern, which is why it certifies larger radii.
 
 The number of patterns is ``2^u`` for ``u`` unstable units: inputs with more than
-``log2(max_patterns)`` are left to the interval bound (``valid`` is False for them).
-Everything is batched over inputs and patterns, in chunks of inputs that keep the per-pattern
-matrices under ``chunk_bytes``.
+``log2(max_patterns)`` are left to the interval bound (``valid`` is False for them), a
+property of the input alone. Everything is batched over inputs and patterns, in chunks of
+inputs that keep the per-pattern matrices under ``chunk_bytes``; a chunk whose shared pattern
+index would exceed ``max_patterns`` is split.
 """
 
 from __future__ import annotations
@@ -52,13 +53,47 @@ def pattern_affine_maps(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The logits' affine maps on every enumerated activation pattern of the box
     ``[low, high]`` ``(n, F)``: ``(A, c, valid)`` with ``A`` ``(n, P, C, F)``, ``c`` ``(n, P, C)``
-    and ``valid`` ``(n,)`` (False: more than ``max_patterns`` patterns, ``A``/``c`` then
-    meaningless). ``P`` is the batch's largest pattern count among valid inputs (an input with
-    fewer repeats patterns; a repeat changes no minimum). A unit counts as stable only when its
-    bounds clear 0 by ``slack`` times its magnitude, as the interval bound does."""
+    and ``valid`` ``(n,)`` (False: the row alone has more than ``max_patterns`` patterns;
+    ``A``/``c`` then meaningless). ``P <= max_patterns`` is the largest pattern count of a
+    group of rows enumerated together (a row with fewer repeats patterns; a repeat changes no
+    minimum). Whether a row is valid depends on that row alone: rows share one pattern index,
+    so a group whose padded index would need more than ``log2(max_patterns)`` bits is split in
+    two and each half enumerated on its own. A unit counts as stable only when its bounds
+    clear 0 by ``slack`` times its magnitude, as the interval bound does."""
+    bits = int(math.log2(max(1, max_patterns)))
+    maps = _maps(params, low, high, slack, bits)
+    if maps is not None:
+        return maps
+    half = low.shape[0] // 2  # > 0: a single row never overflows (its bits are capped)
+    parts = [pattern_affine_maps(params, lo, hi, slack, max_patterns)
+             for lo, hi in ((low[:half], high[:half]), (low[half:], high[half:]))]  # fmt: skip
+    p = max(a.shape[1] for a, _, _ in parts)
+    a = torch.cat([_repeat(a, p) for a, _, _ in parts])
+    c = torch.cat([_repeat(c, p) for _, c, _ in parts])
+    return a, c, torch.cat([v for _, _, v in parts])
+
+
+def _repeat(t: torch.Tensor, p: int) -> torch.Tensor:
+    """``t`` ``(n, P', ...)`` with its patterns repeated cyclically to ``P = p``."""
+    idx = torch.arange(p, device=t.device) % t.shape[1]
+    return t.index_select(1, idx)
+
+
+def _maps(
+    params: list[tuple[torch.Tensor, torch.Tensor]],
+    low: torch.Tensor,
+    high: torch.Tensor,
+    slack: float,
+    bits: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`pattern_affine_maps` of one group of rows, or None when the group's shared
+    pattern index (per layer, the group's largest count of unstable units among valid rows)
+    would need more than ``bits`` bits. A row is valid while its own unstable units, summed
+    over the layers, fit in ``bits``."""
     n, f = low.shape
     xc, xr = (low + high) / 2, (high - low) / 2
-    budget = int(math.log2(max(1, max_patterns)))  # bits of the batch's pattern index
+    used = torch.zeros(n, dtype=torch.long, device=low.device)  # each row's own bits
+    shared = 0  # bits of the group's pattern index
     valid = torch.ones(n, dtype=torch.bool, device=low.device)
     w1, b1 = params[0]
     a = w1.expand(n, 1, *w1.shape)
@@ -68,10 +103,14 @@ def pattern_affine_maps(
         on = (lo > eps).all(1)  # (n, H): on for every pattern so far
         off = (hi < -eps).all(1)
         unstable = ~(on | off)
-        valid &= unstable.sum(1) <= budget  # the batch shares one pattern index
+        valid &= used + unstable.sum(1) <= bits
         unstable &= valid[:, None]
-        width = int(unstable.sum(1).max()) if n else 0
-        budget -= width
+        count = unstable.sum(1)
+        used += count
+        width = int(count.max()) if n else 0
+        shared += width
+        if shared > bits:
+            return None
         if not bool(valid.any()):  # nobody left: no pattern is worth computing
             width = 0
         # the unstable units of each row, padded to `width` (padding: unit 0, weight 0)
@@ -79,14 +118,14 @@ def pattern_affine_maps(
         idx = order.indices[:, :width]
         real = torch.arange(width, device=low.device)[None] < unstable.sum(1, keepdim=True)
         q = torch.arange(2**width, device=low.device)
-        bits = ((q[:, None] >> torch.arange(width, device=low.device)) & 1).to(a.dtype)
+        onoff = ((q[:, None] >> torch.arange(width, device=low.device)) & 1).to(a.dtype)
         # W diag(mask_q) a = W diag(on) a + Σ_j bit_qj · W[:, u_j] ⊗ a[u_j, :]
         base = torch.einsum("oh,nh,nphf->npof", w, on.to(a.dtype), a)
         base_c = torch.einsum("oh,nh,nph->npo", w, on.to(a.dtype), c) + b
         cols = w.T[idx] * real[..., None].to(a.dtype)  # (n, width, O)
         a_sel = a.gather(2, idx[:, None, :, None].expand(n, a.shape[1], width, f))
         c_sel = c.gather(2, idx[:, None, :].expand(n, c.shape[1], width))
-        a = base[:, :, None] + torch.einsum("qj,njo,npjf->npqof", bits, cols, a_sel)
-        c = base_c[:, :, None] + torch.einsum("qj,njo,npj->npqo", bits, cols, c_sel)
+        a = base[:, :, None] + torch.einsum("qj,njo,npjf->npqof", onoff, cols, a_sel)
+        c = base_c[:, :, None] + torch.einsum("qj,njo,npj->npqo", onoff, cols, c_sel)
         a, c = a.flatten(1, 2), c.flatten(1, 2)
     return a, c, valid
