@@ -29,12 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from certify_patterns import attacked_changes  # noqa: E402
+from certify_patterns import attacked_changes, pretrained_compas  # noqa: E402
 
 from r2et import fit  # noqa: E402
 from r2et.certify import certified_radius  # noqa: E402
-from r2et.data import load_dataset  # noqa: E402
-from r2et.models import build_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,13 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="standard")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    ds = load_dataset("compas", seed=0)
+    ds, base = pretrained_compas(0)
     k = a.k or ds.default_k
-    torch.manual_seed(0)
-    spec = dict(ds.default_model)
-    name = spec.pop("name")
-    base = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
-    fit(base, "vanilla", ds, epochs=5, seed=0, progress=False)
     ex = ds.explainer()
     x = ds.test[0][: a.n]
     with_patterns = set(a.patterns.split(","))

@@ -30,6 +30,18 @@ from r2et.metrics import topk_mask
 from r2et.models import build_model
 
 
+def pretrained_compas(seed: int = 0, epochs: int = 5):
+    """The recipe of the certificate studies: COMPAS split with ``seed``, the dataset's
+    default model pre-trained ``epochs`` epochs with cross-entropy; ``(ds, model)``."""
+    ds = load_dataset("compas", seed=seed)
+    torch.manual_seed(seed)
+    spec = dict(ds.default_model)
+    name = spec.pop("name")
+    model = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
+    fit(model, "vanilla", ds, epochs=epochs, seed=seed, progress=False)
+    return ds, model
+
+
 def attacked_changes(model, ds, ex, k, x, radius, factor, preset):
     """Inputs whose top-k set changes under the ensemble at ``factor`` x their radius
     (grouped on a 2^(1/4) grid, rounded down); the attack keeps the prediction."""
@@ -60,13 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="standard")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    ds = load_dataset("compas", seed=0)
+    ds, base = pretrained_compas(0)
     k = a.k or ds.default_k
-    torch.manual_seed(0)
-    spec = dict(ds.default_model)
-    name = spec.pop("name")
-    base = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
-    fit(base, "vanilla", ds, epochs=5, seed=0, progress=False)
     ex = ds.explainer()
     x = ds.test[0][: a.n]
     print(f"COMPAS seed 0, k = {k}, {len(x)} test rows, {ex.method} per attribute, data box")
