@@ -30,36 +30,22 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from r2et import EnsembleAttack, fit
-from r2et.certify import certified_radius
-from r2et.data import load_dataset
-from r2et.metrics import topk_mask
-from r2et.models import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from certify_patterns import attacked_changes  # noqa: E402
 
-def attacked_changes(model, ds, ex, k, x, radius, factor, preset):
-    """``(moved, attacked)``: inputs (radius > 0) whose top-k set changes under the ensemble at
-    ``factor`` x their radius (grouped on a 2^(1/4) grid, rounded down; at ``factor < 1`` each
-    group is attacked at ``factor`` x its smallest radius)."""
-    changed = tried = 0
-    buckets = torch.where(radius > 0, torch.floor(4 * torch.log2(radius.clamp_min(1e-12))), -1e9)
-    for b in buckets.unique().tolist():
-        if b < -1e8:
-            continue
-        rows = (buckets == b).nonzero().squeeze(1)
-        eps = factor * 2 ** (b / 4)
-        if factor < 1:
-            eps = min(eps, float(radius[rows].min()) * factor)
-        res = EnsembleAttack(ex, k, eps, bounds=ds.bounds, preset=preset, seed=0)(model, x[rows])
-        moved = topk_mask(res.scores_clean, k) != topk_mask(res.scores_adv, k)
-        changed += int(moved.any(1).sum())
-        tried += len(rows)
-    return changed, tried
+from r2et import fit  # noqa: E402
+from r2et.certify import certified_radius  # noqa: E402
+from r2et.data import load_dataset  # noqa: E402
+from r2et.metrics import topk_mask  # noqa: E402
+from r2et.models import build_model  # noqa: E402
 
 
 def moved_by_noise(model, ds, ex, k, x, size=1e-6, draws=200):

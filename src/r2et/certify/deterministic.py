@@ -500,9 +500,10 @@ def deterministic_certificate(
     lo_r = bisect(bound == "crown")
     if bound == "patterns":
         # beyond the interval radius with the interval + pattern check (doubling, then
-        # bisection to 2^-n_bisect relative): the search path of the interval bound, since
-        # the pattern check is not monotone in r (rows chunked together share the pattern
-        # budget) and another start can end lower; then the larger of it and CROWN's radius
+        # bisection to 2^-n_bisect relative), then the larger of it and CROWN's radius; the
+        # certify tables were measured on this path (a row's pattern check now depends on
+        # that row alone, so starting from CROWN's radius would differ only by the search's
+        # precision)
         lo_r = _pattern_search(
             lambda r, rows: check(r, rows, crown=False), lo_r, float(max_radius), n_bisect
         )
