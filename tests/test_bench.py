@@ -602,3 +602,22 @@ def test_unconverged_pretrained_models_are_flagged():
     warn = pretrain_warnings(rows)
     assert len(warn) == 1 and "dataset d, seed 2" in warn[0] and "0.230 below" in warn[0]
     assert pretrain_warnings(rows, gap=0.3) == []
+
+
+def test_grid_cells_train_without_the_datasets_fit_suggestions(monkeypatch):
+    """A grid's cells keep the best validation epoch and use no weight decay even where the
+    dataset suggests otherwise (a small CSV's ``default_fit``), so grids stay reproducible."""
+    import r2et.train
+    from r2et.bench import cells
+
+    seen = {}
+
+    def recording_fit(model, method, ds, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(r2et.train, "fit", recording_fit)
+    cfg = BenchConfig(datasets=["breast-cancer"], methods=["vanilla"], seeds=[0])
+    with pytest.raises(RuntimeError, match="stop here"):
+        cells.pretrain_task("breast-cancer", 0, cfg)
+    assert seen["keep"] == "best" and seen["weight_decay"] == 0.0

@@ -103,3 +103,15 @@ def test_train_above_the_majority_rate_does_not_warn(tmp_path, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > majority and metrics["majority_rate"] == majority
     assert f"(majority class {majority:.4f})" in out and "WARNING" not in out
+
+
+def test_train_weight_decay_option_is_recorded_and_checked(tmp_path, capsys):
+    path = tmp_path / "credit.csv"
+    _credit_csv(path, flip_test=False)
+    assert _train(path, tmp_path / "run", "--weight-decay", "0.03", "--epochs", "2") == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["weight_decay"] == 0.03 and config["keep"] == "best"
+    assert "weight decay 0.03" in capsys.readouterr().out
+    assert _train(path, tmp_path / "bad", "--weight-decay", "-1") == 2
+    err = capsys.readouterr().err
+    assert "weight-decay" in err and "Traceback" not in err

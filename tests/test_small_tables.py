@@ -59,3 +59,45 @@ def test_fit_takes_the_dataset_defaults_unless_given(tmp_path):
     model = build_model("mlp", list(ds.input_shape), 2, hidden=[4])
     res = fit(model, "vanilla", ds, epochs=1, progress=False, max_batches_per_epoch=2)
     assert res.config["epochs"] == 1 and res.config["batch_size"] == 32
+    assert res.config["weight_decay"] == 0.0 and res.config["keep"] == "best"
+    ds.default_fit = {**ds.default_fit, "weight_decay": 0.03, "keep": "last"}  # a suggestion
+    res = fit(model, "vanilla", ds, epochs=1, progress=False, max_batches_per_epoch=2)
+    assert res.config["weight_decay"] == 0.03 and res.config["keep"] == "last"
+    res = fit(model, "vanilla", ds, epochs=1, progress=False, max_batches_per_epoch=2,
+              keep="best", weight_decay=0.0)  # fmt: skip
+    assert res.config["weight_decay"] == 0.0 and res.config["keep"] == "best"
+
+
+def test_weight_decay_reaches_the_optimiser_and_the_methods_own_wins(tmp_path):
+    from r2et.methods import get_method
+    from r2et.train import build_optimizer
+
+    model = build_model("mlp", [5], 2, hidden=[4])
+    vanilla = get_method("vanilla", k=2)
+
+    def decay(method, **kw):
+        return build_optimizer(model, method, **kw).param_groups[0]["weight_decay"]
+
+    assert decay(vanilla, weight_decay=0.03) == 0.03
+    assert decay(vanilla) == 0.0
+    assert decay(vanilla, optimizer="sgd", weight_decay=0.03) == 0.03
+    assert decay(get_method("wd", k=2, weight_decay=0.2), weight_decay=0.03) == 0.2
+    with pytest.raises(ValueError, match="weight_decay"):
+        build_optimizer(model, vanilla, weight_decay=-1.0)
+
+
+def test_weight_decay_shrinks_the_weights_and_last_keeps_the_last_epoch(tmp_path):
+    """``keep="last"`` keeps the last epoch's weights (not the best validation epoch's), and
+    ``weight_decay`` shrinks the weights against the same run without it."""
+    path = tmp_path / "bc.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
+    ds = load_dataset("csv", path=str(path), target="target")
+    norms, kept = {}, {}
+    for wd in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = build_model("mlp", list(ds.input_shape), 2, hidden=[4])
+        res = fit(model, "vanilla", ds, epochs=3, progress=False, weight_decay=wd, keep="last")
+        norms[wd] = float(sum(p.detach().pow(2).sum() for p in res.model.parameters()))
+        kept[wd] = res.best_epoch
+    assert kept == {0.0: 3, 0.5: 3}
+    assert norms[0.5] < norms[0.0]

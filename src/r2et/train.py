@@ -94,18 +94,25 @@ class TrainResult:
 
 
 def build_optimizer(
-    model: nn.Module, method: TrainingMethod, optimizer: str = "adam", lr: float = 1e-3
+    model: nn.Module,
+    method: TrainingMethod,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` or ``SGD`` (momentum 0.9) over the model's parameters, with the
-    method's ``optimizer_kwargs`` (e.g. ``weight_decay`` for ``wd``)."""
+    """``torch.optim.Adam`` or ``SGD`` (momentum 0.9) over the model's parameters with L2
+    weight decay ``weight_decay`` (the gradient gets ``+ weight_decay · θ``); the method's
+    ``optimizer_kwargs`` win over it (e.g. ``weight_decay`` for ``wd``)."""
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_positive("lr", lr)
+    check_positive("weight_decay", weight_decay, allow_zero=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
+    kwargs = {"weight_decay": float(weight_decay), **method.optimizer_kwargs}
     if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, **method.optimizer_kwargs)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, **method.optimizer_kwargs)
+        return torch.optim.Adam(params, lr=lr, **kwargs)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, **kwargs)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -219,8 +226,9 @@ def fit(
     optimizer: str = "adam",
     progress: bool = True,
     max_batches_per_epoch: int | None = None,
-    keep: str = "best",
+    keep: str | None = None,
     batchnorm: str = "train",
+    weight_decay: float | None = None,
     callback: Callable[[dict[str, float]], None]
     | Sequence[Callable[[dict[str, float]], None]]
     | None = None,
@@ -248,7 +256,10 @@ def fit(
     every epoch the validation accuracy is measured; ``keep="best"`` (default) restores the
     weights of the epoch with the highest validation accuracy (the latest one on ties: when
     accuracy plateaus, the regulariser has had the most steps),
-    ``keep="last"`` keeps the final weights. Everything random is seeded by ``seed``: the
+    ``keep="last"`` keeps the final weights. ``weight_decay`` adds ``weight_decay · θ`` to
+    every parameter's gradient (Adam's coupled L2, with any method; a method's own, ``wd``'s,
+    wins). Both left None take the dataset's ``default_fit`` if it names them, else
+    ``"best"`` and 0. Everything random is seeded by ``seed``: the
     shuffling uses its own ``torch.Generator`` and the method's randomness (e.g. ``at``'s random
     starts) runs under a forked global RNG seeded with ``seed``, so the caller's RNG state is
     untouched. ``max_batches_per_epoch`` caps an epoch (quick runs); ``progress`` shows a tqdm
@@ -280,13 +291,13 @@ def fit(
     method = _resolve_method(method, ds)
     plan = _FitPlan.resolve(
         model, ds, epochs, lr, batch_size, seed, device, optimizer, max_batches_per_epoch,
-        keep, batchnorm, callback,
+        keep, batchnorm, callback, weight_decay,
     )  # fmt: skip
     _check_data_for_model(model, ds)
     model = method.prepare(model).to(plan.device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     _check_output_width(model, ds, plan.device, dtype)
-    opt = build_optimizer(model, method, plan.optimizer, plan.lr)
+    opt = build_optimizer(model, method, plan.optimizer, plan.lr, plan.weight_decay)
     config = plan.config(method, ds)
     logger.info(
         "fit %s on %s (%s): %d epochs of batch %d, lr %g, seed %d", method.name, plan.device,
@@ -363,16 +374,21 @@ class _FitPlan:
     batchnorm: str
     callbacks: list[Callable[[dict[str, float]], None]]
     n_batches: int
+    weight_decay: float
 
     @classmethod
     def resolve(
         cls, model: nn.Module, ds: Any, epochs: int | None, lr: float, batch_size: int | None,
-        seed: int, device: Any, optimizer: str, max_batches: int | None, keep: str,
-        batchnorm: str, callback: Any,
+        seed: int, device: Any, optimizer: str, max_batches: int | None, keep: str | None,
+        batchnorm: str, callback: Any, weight_decay: float | None,
     ) -> _FitPlan:  # fmt: skip
         defaults = getattr(ds, "default_fit", None) or {}
         epochs = defaults.get("epochs", 10) if epochs is None else epochs
         batch_size = defaults.get("batch_size", 128) if batch_size is None else batch_size
+        keep = defaults.get("keep", "best") if keep is None else keep
+        if weight_decay is None:
+            weight_decay = defaults.get("weight_decay", 0.0)
+        check_positive("weight_decay", weight_decay, allow_zero=True)
         check_int("epochs", epochs, 0)
         check_int("batch_size", batch_size, 1)
         check_int("seed", seed, 0)
@@ -391,7 +407,7 @@ class _FitPlan:
             n_batches = min(n_batches, max_batches)
         return cls(
             epochs, lr, batch_size, seed, dev, optimizer, max_batches, keep, batchnorm,
-            _callbacks(callback), n_batches,
+            _callbacks(callback), n_batches, float(weight_decay),
         )  # fmt: skip
 
     @property
@@ -414,6 +430,7 @@ class _FitPlan:
             "device": str(self.device),
             "max_batches_per_epoch": self.max_batches_per_epoch,
             "keep": self.keep,
+            "weight_decay": self.weight_decay,
         }
         if hasattr(ds, "summary"):
             config["dataset"] = ds.summary()

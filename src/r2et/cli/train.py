@@ -117,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device,
         progress=not args.no_progress,
+        weight_decay=args.weight_decay,
     )
     scored = evaluate(res.model, ds, Explainer("grad"), k=k, batch_size=1024, faithfulness=False)
     test_acc, majority = scored["accuracy"], scored["majority_rate"]
@@ -139,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"{ds.name or args.dataset} {args.method}: val acc {res.best_val_accuracy:.4f}, "
         f"test acc {test_acc:.4f} (majority class {majority:.4f}), "
-        f"{res.config['epochs']} epochs of {res.config['batch_size']} (best {res.best_epoch}), "
+        f"{res.config['epochs']} epochs of {res.config['batch_size']}"
+        f"{_kept(res.config, res.best_epoch)}, "
         f"{res.seconds_per_epoch:.2f} s/epoch -> {args.out}"
     )
     if test_acc < majority:
@@ -148,3 +150,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{majority:.4f}: always predicting the test split's most common class does better"
         )
     return 0
+
+
+def _kept(config: dict, epoch: int) -> str:
+    """How the schedule's weights were chosen, for the summary line."""
+    decay = config.get("weight_decay") or 0.0
+    wd = f", weight decay {decay:g}" if decay else ""
+    if config.get("keep") == "last":
+        return f"{wd}, last epoch kept"
+    return f"{wd} (best {epoch})"
