@@ -463,6 +463,8 @@ class _Run:
         if results[0].member_names is not None:
             entry["preset"] = atk.preset
             entry["found_by"] = AttackResult.cat(results).found_by()
+        if getattr(atk, "inner", None):  # a cheaper explanation inside the steps
+            entry["inner"] = dict(atk.inner)
         return entry
 
 

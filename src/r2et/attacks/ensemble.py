@@ -51,6 +51,7 @@ from r2et.attacks.pgd import (
     ExplanationPGD,
     check_explainer,
     halving_cost,
+    inner_explainer,
     resolve_surrogate,
 )
 from r2et.attacks.search import RandomSearchAttack
@@ -260,6 +261,12 @@ class EnsembleAttack:
     seed : member ``i`` is seeded with ``seed + i``.
     keep_prediction : only label-preserving points count (default).
     early_stop : inputs at P@k = 0 are not attacked further (default).
+    inner : the explanation inside the gradient members' steps (``ExplanationPGD``'s ``inner``):
+        None (the explainer itself), a dict of its method's options, or ``"auto"``:
+        :data:`~r2et.attacks.pgd.INNER_AUTO`'s cheaper setting for the method (``ig``: a quarter of
+        the path points, at least 4; ``smoothgrad``: a fifth of the samples, at least 5; other
+        methods: the explainer itself), in the search members' queries too. Every member's returned
+        point is scored with the explainer itself, so reported P@k are exact.
 
     Members whose surrogate β does not apply (a smooth model, or an explainer of the
     probability or loss) run once: duplicates after resolving β are dropped. ``last_seconds``
@@ -296,10 +303,12 @@ class EnsembleAttack:
         keep_prediction: bool = True,
         early_stop: bool = True,
         clip_inputs: bool = False,
+        inner: str | dict[str, Any] | None = None,
     ) -> None:
         explainer = as_explainer(explainer)
         check_explainer(explainer)
         self.ex = explainer
+        self.inner, _ = inner_explainer(explainer, inner)  # "auto" resolved, checked once
         self.k = check_int("k", k, 1)
         check_positive("eps", eps)
         self.eps = float(eps)
@@ -358,6 +367,7 @@ class EnsembleAttack:
             "early_stop": self.early_stop,
             "box": self.bounds is not None,
             "members": [{"name": m.name, **_fields(m)} for m in self.members],
+            **({"inner": dict(self.inner)} if self.inner else {}),
         }
 
     def attacks(self, model: Any = None, x: torch.Tensor | None = None) -> list[tuple[str, Any]]:
@@ -395,11 +405,12 @@ class EnsembleAttack:
         }
         if m.kind == "search":
             return RandomSearchAttack(self.ex, self.k, self.eps, m.steps, p_init=m.p_init,
-                                      **common)  # fmt: skip
+                                      inner=self.inner, **common)  # fmt: skip
         return ExplanationPGD(
             self.ex, self.k, self.eps, m.steps, random_start=m.random_start,
             surrogate_beta=m.beta, schedule=m.schedule, direction=m.direction,
-            n_bottom=m.n_bottom(self.k), rounds=m.rounds, keep=m.keep, **common,
+            n_bottom=m.n_bottom(self.k), rounds=m.rounds, keep=m.keep, inner=self.inner,
+            **common,
         )  # fmt: skip
 
     def __call__(

@@ -67,6 +67,7 @@ from r2et.attacks._common import (
     clip_into,
     feasible,
     model_inputs,
+    overlap_with,
     pick_best,
     rowwise,
     to_caller,
@@ -155,6 +156,45 @@ def check_explainer(ex: Any, gradient: str | None = None) -> None:
         )
 
 
+#: ``inner="auto"``: the options of a cheaper explanation for the gradient steps, per method
+#: (issue 26; ``benchmarks/attack_inner.py`` measures it against the exact one).
+INNER_AUTO: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "ig": lambda kw: {"n_steps": max(4, int(kw["n_steps"]) // 4)},
+    "smoothgrad": lambda kw: {"n_samples": max(5, int(kw["n_samples"]) // 5)},
+}
+
+
+def resolve_inner(inner: Any, ex: Any) -> dict[str, Any] | None:
+    """The inner-loop options ``inner`` stands for with explainer ``ex`` (None: none)."""
+    if inner is None or isinstance(inner, dict):
+        return dict(inner) if inner else None
+    check_choice("inner", inner, ("auto",))
+    rule = INNER_AUTO.get(getattr(ex, "method", None))
+    if rule is None or not hasattr(ex, "with_options"):
+        return None
+    options = rule(ex.kwargs)
+    same = all(ex.kwargs.get(key) == value for key, value in options.items())
+    return None if same else options
+
+
+def inner_explainer(ex: Any, inner: Any) -> tuple[dict[str, Any] | None, Any]:
+    """``(inner, explainer)``: the checked ``inner`` options (``"auto"`` resolved by
+    :func:`resolve_inner`) and the copy of ``ex`` they build (``(None, None)`` for none)."""
+    if isinstance(inner, str):
+        inner = resolve_inner(inner, ex)
+    if inner is None or inner == {}:
+        return None, None
+    if not isinstance(inner, dict):
+        raise ValueError(
+            f"inner must be None, 'auto' or a dict of explainer options, got {inner!r}"
+        )
+    if not hasattr(ex, "with_options"):
+        raise ValueError(f"inner needs an r2et Explainer, got {type(ex).__name__}")
+    cheap = ex.with_options(**inner)
+    check_explainer(cheap, gradient="the inner explainer")
+    return dict(inner), cheap
+
+
 def resolve_surrogate(
     surrogate_beta: float | str | None, model: Any, ex: Explainer
 ) -> float | None:
@@ -207,6 +247,13 @@ class ExplanationPGD(SingleAttack):
         (``√D · ∇L/‖∇L‖₂`` under l_inf, the official code's PGD_m step).
     tau : temperature of ``minmax``/``overlap``, relative to the mean clean score.
     early_stop : stop a sample once its P@k is 0.
+    inner : None, ``"auto"`` (:data:`INNER_AUTO`), or keyword arguments of the explainer's
+        method for the gradient steps only (e.g. ``{"n_steps": 8}`` for ``ig``,
+        ``{"n_samples": 5}`` for ``smoothgrad``; :meth:`~r2et.Explainer.with_options`): the
+        steps and the choice of each restart's best iterate use that cheaper explanation; then
+        every restart's best point is scored with ``ex`` itself and the restart with the lowest
+        exact P@k is returned, so the reported scores and P@k are always ``ex``'s (issue 26:
+        the inner loop of an IG attack costs about ``n_steps`` gradients per step).
     rounds, keep : successive halving of the restarts (default ``rounds=1``: none). With
         ``rounds = m > 1`` the ``steps`` are split into ``m`` rounds at the iterations
         ``round(steps · j / m)``, ``j = 1..m−1``; at the start of each later round every input
@@ -250,10 +297,12 @@ class ExplanationPGD(SingleAttack):
         clip_inputs: bool = False,
         rounds: int = 1,
         keep: float = 0.25,
+        inner: str | dict[str, Any] | None = None,
     ) -> None:
         ex = as_explainer(ex)
         check_explainer(ex, gradient=type(self).__name__)
         self.ex = ex
+        self.inner, self.inner_explainer = inner_explainer(ex, inner)
         self.k = check_int("k", k, 1)
         check_positive("eps", eps)
         self.eps = float(eps)
@@ -339,7 +388,13 @@ class ExplanationPGD(SingleAttack):
             "early_stop": self.early_stop,
             "box": self.bounds is not None,
             **({"rounds": self.rounds, "keep": self.keep} if self.rounds > 1 else {}),
+            **({"inner": dict(self.inner)} if self.inner else {}),
         }
+
+    @property
+    def loop_explainer(self) -> Any:
+        """The explainer of the gradient steps: the ``inner`` copy, else ``ex`` itself."""
+        return self.ex if self.inner_explainer is None else self.inner_explainer
 
     def resolve_beta(self, model: Any) -> float | None:
         """The Softplus β of the gradient surrogate for ``model`` (None: no surrogate); see
@@ -450,6 +505,10 @@ class ExplanationPGD(SingleAttack):
             state.active &= ~check_skip(skip, n).to(x.device).repeat(r)
         state.run(self.halving_schedule())
         self.last_grad_evals = state.grad_evals
+        if self.inner_explainer is not None:  # every restart's best point, exactly
+            with torch.no_grad():
+                state.best_s = ex.scores(model, state.best_x, repeat_batch(tgt, r), **kw).detach()
+            state.best_p = overlap_with(state.best_s, state.top0, k)
         rows = pick_best(state.best_p, state.best_obj, r, n) if r > 1 else slice(None)
         best_x = state.best_x[rows]
         if not self.keep_prediction:

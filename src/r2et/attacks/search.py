@@ -51,7 +51,7 @@ from r2et.attacks._common import (
 )
 from r2et.attacks.base import AttackResult, SingleAttack
 from r2et.attacks.objectives import SCALES, get_objective, scale_scores
-from r2et.attacks.pgd import check_explainer, check_skip
+from r2et.attacks.pgd import check_explainer, check_skip, inner_explainer
 from r2et.explain import Explainer, as_explainer, repeat_batch
 from r2et.metrics import topk_mask
 from r2et.models import eval_mode
@@ -89,10 +89,12 @@ class _QueryAttack(SingleAttack):
         tau: float = 0.1,
         early_stop: bool = True,
         clip_inputs: bool = False,
+        inner: str | dict[str, Any] | None = None,
     ) -> None:
         ex = as_explainer(ex)
         check_explainer(ex)
         self.ex = ex
+        self.inner, self.inner_explainer = inner_explainer(ex, inner)
         self.k = check_int("k", k, 1)
         check_positive("eps", eps)
         self.eps = float(eps)
@@ -131,7 +133,13 @@ class _QueryAttack(SingleAttack):
             "tau": self.tau,
             "early_stop": self.early_stop,
             "box": self.bounds is not None,
+            **({"inner": dict(self.inner)} if self.inner else {}),
         }
+
+    @property
+    def loop_explainer(self) -> Any:
+        """The explainer of the queries: the ``inner`` copy, else ``ex`` itself."""
+        return self.ex if self.inner_explainer is None else self.inner_explainer
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "attack")
@@ -178,6 +186,9 @@ class _QueryAttack(SingleAttack):
             if skip is not None:
                 run.active &= ~check_skip(skip, n).to(x.device).repeat(r)
             run.run()
+            if self.inner_explainer is not None:  # every restart's best point, exactly
+                run.best_s = self.ex.scores(model, run.best_x, run.tgt, **run.kw).detach()
+                run.best_p = overlap_with(run.best_s, run.top0, k)
             rows = pick_best(run.best_p, run.best_obj, r, n) if r > 1 else slice(None)
             best_x = run.best_x[rows]
             if self.keep_prediction:
@@ -246,7 +257,7 @@ class _Search:
         kw = self.kw if full else take_rows(self.kw, rows, n_rows)
         ctx = self.ctx if full else take_rows(self.ctx, rows, n_rows)
         tgt = self.tgt if full else self.tgt[rows]
-        s, logits = measure(self.atk.ex, self.model, z, tgt, kw)
+        s, logits = measure(self.atk.loop_explainer, self.model, z, tgt, kw)
         ok = logits.argmax(1) == (self.pred0 if full else self.pred0[rows])
         if not self.atk.keep_prediction:
             ok = torch.ones_like(ok)
@@ -296,6 +307,9 @@ class RandomSearchAttack(_QueryAttack):
     fraction of coordinates re-drawn per query, default 0.3) and ``objective`` (default
     ``"overlap"``, the smooth P@k, which breaks ties between proposals of equal P@k).
         ``clip_inputs=True`` clips inputs outside ``bounds`` into it before attacking.
+    ``inner``: cheaper explainer options for the queries, as in
+    :class:`~r2et.attacks.ExplanationPGD` (each restart's best point is scored exactly at
+    the end, and the reported P@k are ``ex``'s).
     """
 
     name = "search"

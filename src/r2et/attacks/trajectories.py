@@ -188,14 +188,19 @@ class Trajectories:
             ctx_c = ctx if whole else take_rows(ctx, torch.arange(idx.start, idx.stop), m)
             xg = xc[idx].detach().requires_grad_(True) if need_grad else xc[idx]
             s_graph, logits = measure(
-                atk.ex, self.model, xg, tgt[idx], kw_c, need_grad and not self.surrogate
+                atk.loop_explainer,
+                self.model,
+                xg,
+                tgt[idx],
+                kw_c,
+                need_grad and not self.surrogate,
             )
             if not need_grad:
                 parts.append((s_graph.detach(), logits))
                 continue
             s_real = s_graph.detach()
             if self.surrogate:
-                s_graph = atk.ex.scores(self.grad_model, xg, tgt[idx], True, **kw_c)
+                s_graph = atk.loop_explainer.scores(self.grad_model, xg, tgt[idx], True, **kw_c)
             loss = self.obj.value(scale_scores(s_graph, atk.scale), ctx_c)
             parts.append((s_real, logits, loss.detach(), _input_gradient(loss, xg)))
         cols = [torch.cat(c) for c in zip(*parts)]

@@ -50,6 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bounds = None if args.no_box else ds.bounds
     options = {"norm": args.norm, "bounds": bounds, "seed": args.seed}
     options.update(steps=args.steps, preset=args.preset)
+    options["inner"] = None if args.inner == "exact" else args.inner
     attacks = {a: create_attack(a, ex, k, eps, **options) for a in args.attack or ["ensemble"]}
     model = run.model
     if device is not None:

@@ -154,6 +154,22 @@ class Explainer:
         tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
         return Explainer(**cfg, **tensors, groups=groups)
 
+    def with_options(self, **options: Any) -> Explainer:
+        """A copy of this explainer with some of its method's keyword arguments changed (e.g.
+        ``n_steps=8`` for ``ig``, ``n_samples=5`` for ``smoothgrad``); the output, reduction,
+        groups and fast path stay. An attack's inner loop uses such a cheaper copy
+        (:class:`~r2et.attacks.ExplanationPGD`'s ``inner``)."""
+        unknown = sorted(set(options) - set(self.rule.defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for explainer {self.method!r}; allowed: "
+                f"{sorted(self.rule.defaults)}"
+            )
+        cfg = {k: v for k, v in self.config().items() if k != "groups"}
+        tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
+        groups = None if self.groups is None else self.groups.tolist()
+        return Explainer(**{**cfg, **tensors, **options}, groups=groups)
+
     def reduce_attr(self, attr: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, F)`` (or ``(N, G)`` with groups) of an attribution: ``|a|`` reduced
         by ``reduce``, then summed per group (:func:`reduce_scores`; the groups were checked
