@@ -463,8 +463,9 @@ class _Run:
         if results[0].member_names is not None:
             entry["preset"] = atk.preset
             entry["found_by"] = AttackResult.cat(results).found_by()
-        if getattr(atk, "inner", None):  # a cheaper explanation inside the steps
-            entry["inner"] = dict(atk.inner)
+        inner = getattr(atk, "inner", None)  # r2et attacks: a cheaper explanation inside
+        if isinstance(inner, dict) and inner:  # (other attacks may use the name otherwise)
+            entry["inner"] = dict(inner)
         return entry
 
 

@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="exact",
         choices=["exact", "auto"],
         help="explanation inside the attacks' steps: exact (default) or auto: ig with a quarter "
-        "of its path points, smoothgrad with a fifth of its samples, 2-3x cheaper and "
-        "0.002-0.007 weaker (docs/attacks.md); the reported P@k is always the exact one",
+        "of its path points, smoothgrad with a fifth of its samples, 2-4x cheaper and "
+        "0.002-0.010 weaker (docs/attacks.md); the reported P@k is always the exact one",
     )
     e.add_argument(
         "--no-box",
