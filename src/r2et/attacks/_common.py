@@ -84,6 +84,31 @@ def overlap_with(s: torch.Tensor, top0: torch.Tensor, k: int) -> torch.Tensor:
     return (topk_mask(s, k) & top0).sum(1).to(s.dtype) / k
 
 
+def rescore_moved(
+    ex: Any,
+    model: Callable[..., torch.Tensor],
+    best_x: torch.Tensor,
+    x: torch.Tensor,
+    s0: torch.Tensor,
+    top0: torch.Tensor,
+    target: torch.Tensor,
+    fkw: dict[str, Any],
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ex``'s scores and P@k (``|topk(s) ∩ top0| / k``) at every row's best point
+    ``best_x``, for an attack whose loop ranked its points with a cheaper explanation
+    (``inner``): rows still at ``x`` keep the clean scores ``s0`` and P@k 1 without a new
+    evaluation."""
+    s = s0.clone()
+    p = torch.ones(x.shape[0], dtype=s0.dtype, device=x.device)
+    moved = (best_x != x).flatten(1).any(1).nonzero().squeeze(1)
+    if moved.numel():
+        kw = take_rows(fkw, moved, x.shape[0])
+        s[moved] = ex.scores(model, best_x[moved], target[moved], **kw).detach().to(s.dtype)
+        p[moved] = overlap_with(s[moved], top0[moved], k).to(p.dtype)
+    return s, p
+
+
 def keep_best(
     state: Any,
     rows: torch.Tensor,

@@ -67,8 +67,8 @@ from r2et.attacks._common import (
     clip_into,
     feasible,
     model_inputs,
-    overlap_with,
     pick_best,
+    rescore_moved,
     rowwise,
     to_caller,
 )
@@ -168,6 +168,10 @@ def resolve_inner(inner: Any, ex: Any) -> dict[str, Any] | None:
     """The inner-loop options ``inner`` stands for with explainer ``ex`` (None: none)."""
     if inner is None or isinstance(inner, dict):
         return dict(inner) if inner else None
+    if not isinstance(inner, str):
+        raise ValueError(
+            f"inner must be None, 'auto' or a dict of explainer options, got {inner!r}"
+        )
     check_choice("inner", inner, ("auto",))
     rule = INNER_AUTO.get(getattr(ex, "method", None))
     if rule is None or not hasattr(ex, "with_options"):
@@ -180,19 +184,14 @@ def resolve_inner(inner: Any, ex: Any) -> dict[str, Any] | None:
 def inner_explainer(ex: Any, inner: Any) -> tuple[dict[str, Any] | None, Any]:
     """``(inner, explainer)``: the checked ``inner`` options (``"auto"`` resolved by
     :func:`resolve_inner`) and the copy of ``ex`` they build (``(None, None)`` for none)."""
-    if isinstance(inner, str):
-        inner = resolve_inner(inner, ex)
-    if inner is None or inner == {}:
+    inner = resolve_inner(inner, ex)
+    if inner is None:
         return None, None
-    if not isinstance(inner, dict):
-        raise ValueError(
-            f"inner must be None, 'auto' or a dict of explainer options, got {inner!r}"
-        )
     if not hasattr(ex, "with_options"):
         raise ValueError(f"inner needs an r2et Explainer, got {type(ex).__name__}")
     cheap = ex.with_options(**inner)
     check_explainer(cheap, gradient="the inner explainer")
-    return dict(inner), cheap
+    return inner, cheap
 
 
 def resolve_surrogate(
@@ -506,9 +505,9 @@ class ExplanationPGD(SingleAttack):
         state.run(self.halving_schedule())
         self.last_grad_evals = state.grad_evals
         if self.inner_explainer is not None:  # every restart's best point, exactly
-            with torch.no_grad():
-                state.best_s = ex.scores(model, state.best_x, repeat_batch(tgt, r), **kw).detach()
-            state.best_p = overlap_with(state.best_s, state.top0, k)
+            state.best_s, state.best_p = rescore_moved(
+                ex, model, state.best_x, state.x, state.s0, state.top0, state.tgt, kw, k
+            )
         rows = pick_best(state.best_p, state.best_obj, r, n) if r > 1 else slice(None)
         best_x = state.best_x[rows]
         if not self.keep_prediction:

@@ -45,6 +45,7 @@ from r2et.attacks._common import (
     model_inputs,
     overlap_with,
     pick_best,
+    rescore_moved,
     rowwise,
     take_rows,
     to_caller,
@@ -187,8 +188,9 @@ class _QueryAttack(SingleAttack):
                 run.active &= ~check_skip(skip, n).to(x.device).repeat(r)
             run.run()
             if self.inner_explainer is not None:  # every restart's best point, exactly
-                run.best_s = self.ex.scores(model, run.best_x, run.tgt, **run.kw).detach()
-                run.best_p = overlap_with(run.best_s, run.top0, k)
+                run.best_s, run.best_p = rescore_moved(
+                    self.ex, model, run.best_x, run.x, run.s0, run.top0, run.tgt, run.kw, k
+                )
             rows = pick_best(run.best_p, run.best_obj, r, n) if r > 1 else slice(None)
             best_x = run.best_x[rows]
             if self.keep_prediction:

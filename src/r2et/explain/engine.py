@@ -150,9 +150,13 @@ class Explainer:
 
     def with_groups(self, groups: Any) -> Explainer:
         """A copy of this explainer that ranks ``groups`` (None: the plain features)."""
+        return self._copy(groups)
+
+    def _copy(self, groups: Any, **options: Any) -> Explainer:
+        """This explainer rebuilt from its config with ``groups`` and method ``options``."""
         cfg = {k: v for k, v in self.config().items() if k != "groups"}
         tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
-        return Explainer(**cfg, **tensors, groups=groups)
+        return Explainer(**{**cfg, **tensors, **options}, groups=groups)
 
     def with_options(self, **options: Any) -> Explainer:
         """A copy of this explainer with some of its method's keyword arguments changed (e.g.
@@ -165,10 +169,7 @@ class Explainer:
                 f"unknown option(s) {unknown} for explainer {self.method!r}; allowed: "
                 f"{sorted(self.rule.defaults)}"
             )
-        cfg = {k: v for k, v in self.config().items() if k != "groups"}
-        tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
-        groups = None if self.groups is None else self.groups.tolist()
-        return Explainer(**{**cfg, **tensors, **options}, groups=groups)
+        return self._copy(None if self.groups is None else self.groups.tolist(), **options)
 
     def reduce_attr(self, attr: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, F)`` (or ``(N, G)`` with groups) of an attribution: ``|a|`` reduced
