@@ -6,8 +6,8 @@
 
 Seed 0, one torch thread. The ``cnn`` model entry (:class:`~r2et.models.cnn.SmallCNN`:
 conv 3x3 (32) → ReLU → maxpool 2 → conv 3x3 (64) → ReLU → maxpool 2 → Linear 128 → ReLU →
-Linear 10; ``--pools avg``: the same network with both ``MaxPool2d(2)`` replaced by
-``AvgPool2d(2)``, not a library entry) is pre-trained with ``fit(..., "vanilla")`` for
+Linear 10; ``--pools avg``: the same entry with ``pool="avg"``, both ``MaxPool2d(2)``
+replaced by ``AvgPool2d(2)``) is pre-trained with ``fit(..., "vanilla")`` for
 ``--pre-epochs`` epochs (the ``vanilla`` row), and a copy fine-tuned ``--epochs`` epochs with
 each other method at the data's defaults (as ``benchmarks/certify_study.py`` does on
 mnist5k). Gradient saliency of the
@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -93,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for pool in a.pools.split(","):
         torch.manual_seed(0)
-        base = build_model(name, list(ds.input_shape), ds.n_classes, **spec)
-        if pool == "avg":  # the avg-pool variant: same shapes, no argmax
-            for i, layer in enumerate(base.features):
-                if isinstance(layer, nn.MaxPool2d):
-                    base.features[i] = nn.AvgPool2d(2)
+        base = build_model(name, list(ds.input_shape), ds.n_classes, **{**spec, "pool": pool})
         t0 = time.process_time()
         fit(base, "vanilla", ds, epochs=a.pre_epochs, seed=0, progress=False)
         pre_s = time.process_time() - t0

@@ -13,13 +13,23 @@ from r2et._checks import check_choice, check_size, check_sizes
 from r2et.models.base import register_model
 from r2et.models.layers import make_activation, make_input_norm
 
-__all__ = ["NORMS", "ResNet9", "SmallCNN"]
+__all__ = ["NORMS", "POOLS", "ResNet9", "SmallCNN"]
+
+
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks (``conv3×3 → act → maxpool2``) and a two-layer head, for 28×28 or 32×32
+    """Two conv blocks (``conv3×3 → act → pool2``) and a two-layer head, for 28×28 or 32×32
     images with any number of channels; ``input_norm=[mean, std]`` (one value per channel)
-    puts a :class:`Standardize` layer first."""
+    puts a :class:`Standardize` layer first.
+
+    ``pool="max"`` (the default) or ``"avg"``. The average pool is the one to train when the
+    model's saliency will be *certified* (:func:`r2et.certify.certified_radius`): on images
+    with a constant background (MNIST's zeros) many 2×2 max-pool windows hold exact ties, a
+    perturbation of 1e-6 re-routes their gradient, and the exact certified radius of the
+    gradient's top-k is 0; an average pool has no argmax to re-route (``docs/certify.md``).
+    """
 
     def __init__(
         self,
@@ -32,8 +42,10 @@ class SmallCNN(nn.Module):
         activation: str = "relu",
         beta: float = 10.0,
         input_norm: Sequence[Sequence[float]] | None = None,
+        pool: str = "max",
     ) -> None:
         super().__init__()
+        check_choice("pool", pool, tuple(POOLS))
         in_channels = check_size("in_channels", in_channels)
         for key, side in (("height", height), ("width", width)):
             if check_size(key, side) < 4:
@@ -47,10 +59,10 @@ class SmallCNN(nn.Module):
             make_input_norm(input_norm, in_channels),
             nn.Conv2d(in_channels, c1, 3, padding=1),
             make_activation(activation, beta),
-            nn.MaxPool2d(2),
+            POOLS[pool](2),
             nn.Conv2d(c1, c2, 3, padding=1),
             make_activation(activation, beta),
-            nn.MaxPool2d(2),
+            POOLS[pool](2),
         )
         flat = c2 * (height // 4) * (width // 4)
         self.head = nn.Sequential(
