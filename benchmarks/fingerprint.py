@@ -29,8 +29,9 @@ re-recorded for issue 28: ``evaluate/mlp`` and ``bench/rows``, when ``evaluate``
 keys ``verdict``, ``locality.top_share``, ``locality.distinct_per_100`` and
 ``faithfulness.deletion_gain_ci`` (every earlier value compared equal, key by key), and again
 for issue 27, when it gained ``majority_rate`` and ``random_p_at_k`` (with those two keys
-left out, both digests equal the earlier ones). The methods ``r2et-anchor``, ``r2et-keep`` and
-``r2et-exp-noh`` were added when they were registered (every other item unchanged). It was
+left out, both digests equal the earlier ones). The methods ``r2et-anchor``, ``r2et-keep``,
+``r2et-exp-noh`` and ``r2et-profile`` were added when they were registered (every other item
+unchanged). It was
 recorded on the 2-core x86-64 (AMD EPYC) development machine with torch 2.13.0 (CPU build) and
 ``OMP_NUM_THREADS=1``. Bits can differ across CPUs, BLAS builds and torch versions: when
 ``--check`` reports differences, first record the old code's fingerprint on the same machine (a

@@ -105,7 +105,7 @@ def test_listing_commands(capsys):
 
     # the paper's 11 (r2et-paper among them), r2et, r2et-data, the two anchored rows,
     # 4 more variants, r2et-cert
-    assert len(listing) == len(list_methods()) == 21
+    assert len(listing) == len(list_methods()) == 22
 
 
 def test_version_and_defaults_in_help(capsys):

@@ -286,6 +286,10 @@ def test_cli_anchored_method_needs_a_pretrained_run(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pretrained" in err[0]
+    profile = ["train", "breast-cancer", "--method", "r2et-profile", "--epochs", "1"]
+    assert main([*profile, "--out", str(tmp_path / "p"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pretrained" in err[0]
     base = tmp_path / "v"
     assert (
         main(["train", "breast-cancer", "--epochs", "1", "--out", str(base), "--no-progress"]) == 0

@@ -40,6 +40,7 @@ DESIGN_ORDER = [
     "r2et-data",
     "r2et-anchor",
     "r2et-keep",
+    "r2et-profile",
     "r2et-mm",
     "r2et-noh",
     "r2et-mm-noh",
@@ -688,6 +689,7 @@ def test_rows_name_their_terms():
         ExactHessian,
         FiniteDifferenceHessian,
         PairwiseExp,
+        ProfileAnchor,
         RankingGap,
         SmoothedGeometry,
         SoftplusActivations,
@@ -707,6 +709,7 @@ def test_rows_name_their_terms():
         "r2et-data": (RankingGap, FiniteDifferenceHessian),
         "r2et-anchor": (AnchoredGap,),
         "r2et-keep": (RankingGap, AnchoredGap),
+        "r2et-profile": (RankingGap, ProfileAnchor),
         "r2et-mm": (RankingGap, FiniteDifferenceHessian),
         "r2et-noh": (RankingGap,),
         "r2et-mm-noh": (RankingGap,),
@@ -875,6 +878,74 @@ def test_anchor_needs_a_module():
     method = get_method("r2et-anchor", k=2)
     with pytest.raises(ValueError, match="nn.Module"):
         method.loss(lambda x: x[:, :3] * 2, _x((4, 10)), _labels(4))
+
+
+def test_profile_kl_by_hand_and_by_finite_differences():
+    """``KL(P_ref ‖ P)`` of the mean saliency shares, against a numpy computation, 0 for equal
+    profiles (also for rescaled rows: shares are scale-free), larger when every row
+    concentrates on the same units, and its gradient against central differences."""
+    import numpy as np
+
+    from r2et.methods import profile_kl, saliency_profile
+
+    s = _x((6, 5), seed=3).abs()
+    ref = _x((6, 5), seed=4).abs()
+    sn, rn = s.numpy(), ref.numpy()
+    p_hand = (rn / rn.sum(1, keepdims=True)).mean(0) + 1e-8
+    q_hand = (sn / sn.sum(1, keepdims=True)).mean(0) + 1e-8
+    kl_hand = float((p_hand * np.log(p_hand / q_hand)).sum())
+    assert float(profile_kl(s, ref)) == pytest.approx(kl_hand, rel=1e-12)
+    assert float(saliency_profile(s).sum()) == pytest.approx(1.0)
+    assert float(profile_kl(ref * torch.arange(1.0, 7.0)[:, None].double(), ref)) < 1e-12
+    zero = torch.zeros(1, 5, dtype=torch.float64)
+    torch.testing.assert_close(saliency_profile(zero), torch.full((5,), 0.2, dtype=torch.float64))
+    shared = ref.clone()
+    shared[:, :2] += 10.0  # every row's saliency on units 0 and 1
+    spread = ref.clone()
+    spread[torch.arange(6), torch.arange(6) % 5] += 10.0  # each row on its own unit
+    assert float(profile_kl(shared, ref)) > 5 * float(profile_kl(spread, ref))
+    s = s.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(profile_kl(s, ref), s)
+    h = 1e-6
+    for n, a in [(0, 0), (2, 3), (5, 4)]:
+        e = torch.zeros_like(s)
+        e[n, a] = h
+        fd = (profile_kl(s.detach() + e, ref) - profile_kl(s.detach() - e, ref)) / (2 * h)
+        assert float(grad[n, a]) == pytest.approx(float(fd), rel=1e-6, abs=1e-10)
+
+
+def test_profile_anchor_is_the_gap_plus_the_kl_to_the_starting_profile():
+    """``r2et-profile`` = CE − lam·gap_T + rho·KL(P_ref ‖ P), P_ref from the frozen anchor;
+    value and parameter gradient against a hand-written autograd computation; the term is 0
+    before the model moves."""
+    import copy
+
+    model, x, y = make_mlp(), _x((8, 10)), _labels(8)
+    start = copy.deepcopy(model)
+    method = get_method("r2et-profile", k=3, lam=0.2, rho=0.7)
+    model = method.prepare(model)
+    _, logs0 = method.loss(model, x, y)
+    assert abs(logs0["profile"]) < 1e-12
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)).double())
+    loss, logs = method.loss(model, x, y)
+    s = _manual_scores(model, x, True)
+    s_ref = _manual_scores(start, x, False)
+    sn = s / s.mean(1, keepdim=True)
+    mask = _brute_topk(s.detach(), 3)
+    pairs = (sn[:, :, None] - sn[:, None, :]) * mask[:, :, None] * ~mask[:, None, :]
+    gap = (pairs.sum((1, 2)) / (3 * 7)).mean()
+    p_ref = (s_ref / s_ref.sum(1, keepdim=True)).mean(0) + 1e-8
+    q = (s / s.sum(1, keepdim=True)).mean(0) + 1e-8
+    kl = (p_ref * (p_ref / q).log()).sum()
+    assert float(kl) > 1e-4, "the case must move the profile"
+    ref_loss = F.cross_entropy(model(x), y) - 0.2 * gap + 0.7 * kl
+    assert logs["profile"] == pytest.approx(float(kl), rel=1e-9)
+    assert logs["gap"] == pytest.approx(float(gap), rel=1e-9)
+    params = list(model.parameters())
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params)):
+        torch.testing.assert_close(a, b)
 
 
 def test_keep_is_the_gap_plus_the_anchored_gap():

@@ -43,6 +43,9 @@ method           loss                                                           
                  input's own pre-trained ranking instead of one shared top-k
 ``r2et-keep``    ``CE + lam · (−gap_T(ŝ(x))) + rho · (−gap_A(ŝ(x)))``: the      RankingGap,
                  default gap with each input's pre-trained ranking held         AnchoredGap
+``r2et-profile`` ``CE + lam · (−gap_T(ŝ(x))) + rho · KL(P_ref ‖ P)``, P the      RankingGap,
+                 batch's mean saliency shares, P_ref the starting model's: the  ProfileAnchor
+                 gap with the population's profile held (fine-tuning; issue 28)
 ``r2et-mm``      as ``r2et-paper`` with the gap between the ``m`` weakest top-k (as r2et-paper,
                  and the ``m`` strongest other features                         ``m``)
 ``r2et-noh``     ``r2et-paper`` without the Hessian term (the paper's R2ET\\H,  RankingGap
@@ -131,7 +134,15 @@ from r2et.methods.gaps import (
     topk_gap_of,
 )
 from r2et.methods.hessian import ExactHessian, FiniteDifferenceHessian
-from r2et.methods.ranking import AnchoredGap, PairwiseExp, PathThickness, RankingGap
+from r2et.methods.ranking import (
+    AnchoredGap,
+    PairwiseExp,
+    PathThickness,
+    ProfileAnchor,
+    RankingGap,
+    profile_kl,
+    saliency_profile,
+)
 from r2et.methods.saliency import (
     Target,
     batch_statistics_layers,
@@ -156,6 +167,7 @@ __all__ = [
     "PairwiseExp",
     "Part",
     "PathThickness",
+    "ProfileAnchor",
     "RankingGap",
     "SmoothedGeometry",
     "SoftplusActivations",
@@ -172,9 +184,11 @@ __all__ = [
     "method_from_config",
     "method_row",
     "normalize_scores",
+    "profile_kl",
     "ranking_gap",
     "register_method",
     "registered_method",
+    "saliency_profile",
     "score_scale",
     "ssr_term",
     "topk_gap_of",

@@ -1,6 +1,8 @@
 """Ranking terms: R2ET's top-k gap (:class:`RankingGap`, also R2ET-mm's boundary form), its
-exponential pair form (:class:`PairwiseExp`), the one-sample thickness (:class:`PathThickness`)
-and the gap around the anchor model's top-k (:class:`AnchoredGap`).
+exponential pair form (:class:`PairwiseExp`), the one-sample thickness (:class:`PathThickness`),
+the gap around the anchor model's top-k (:class:`AnchoredGap`) and the population's saliency
+profile held at the anchor's (:class:`ProfileAnchor`, :func:`saliency_profile`,
+:func:`profile_kl`).
 """
 
 from __future__ import annotations
@@ -128,10 +130,64 @@ class AnchoredGap(AffineTerm):
         return {"rho": 0.3, "normalize": "mean"}
 
     def affine(self, step: Step) -> tuple[torch.Tensor, float, float]:
-        ref = step.method.anchor_for(step.model, step.x)
-        x = step.x.detach()
-        with torch.no_grad():
-            target = step.explained_class(ref(x, **step.fkw))
-        s_ref = step.explainer.scores(ref, x, target, **step.fkw).detach()
+        s_ref = _anchor_scores(step)
         mask = topk_mask(s_ref, check_k(step.method.k, s_ref.shape[1]))
         return ranking_gap(step.scores, mask, None, step.hp["normalize"]).mean(), 1.0, 0.0
+
+
+def _anchor_scores(step: Step) -> torch.Tensor:
+    """The method's explainer on the frozen anchor (:meth:`TrainingMethod.anchor_for`) at the
+    step's inputs, explaining the anchor's own predicted class; detached."""
+    ref = step.method.anchor_for(step.model, step.x)
+    x = step.x.detach()
+    with torch.no_grad():
+        target = step.explained_class(ref(x, **step.fkw))
+    return step.explainer.scores(ref, x, target, **step.fkw).detach()
+
+
+def saliency_profile(scores: torch.Tensor) -> torch.Tensor:
+    """The population's saliency profile ``P = mean_n s_n / Σ_a s_na``, shape ``(F,)``: the
+    mean share of each unit in the rows' saliency (a row of zeros counts as uniform, 1/F);
+    differentiable, sums to 1."""
+    total = scores.sum(1, keepdim=True)
+    shares = torch.where(total > 0, scores / total.clamp_min(1e-30), 1.0 / scores.shape[1])
+    return shares.mean(0)
+
+
+def profile_kl(scores: torch.Tensor, ref_scores: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``KL(P_ref ‖ P) = Σ_a P_ref,a · log(P_ref,a / P_a)`` between the
+    :func:`saliency_profile` of ``ref_scores`` (detached) and of ``scores`` (``eps`` added to
+    both keeps the logs finite); 0 when the profiles agree."""
+    p = saliency_profile(ref_scores.detach()) + eps
+    q = saliency_profile(scores) + eps
+    return (p * (p.log() - q.log())).sum()
+
+
+@dataclass(frozen=True)
+class ProfileAnchor(Term):
+    """``R = KL(P_ref ‖ P)`` (log ``profile``, weight ``rho``): the batch's saliency profile
+    ``P = mean_n ŝ_n / Σ_a ŝ_na`` (:func:`saliency_profile`; the share of each unit in the
+    rows' saliency, averaged over the batch) held at the profile ``P_ref`` of a frozen copy of
+    the model taken when training starts (the anchor of :class:`AnchoredGap`), on the same
+    batch (:func:`profile_kl`).
+
+    Why (issue 28): R2ET's gap (:class:`RankingGap`) is cheapest when a few units take the
+    saliency of every input, one top-k set for everybody. Holding the *population's* profile
+    at the pre-trained model's closes that route: if every input concentrated on the same k
+    units, ``P`` would concentrate and ``R`` grow; when each input concentrates on its own
+    units, ``P`` can stay ``P_ref``. Unlike the anchored gap it does not fix any input's
+    ranking. Meant for fine-tuning (``r2et train`` refuses it without ``--pretrained``); costs
+    one first-order saliency of the anchor per batch."""
+
+    name: ClassVar[str] = "profile"
+    weight_key: ClassVar[str | None] = "rho"
+    needs_k: ClassVar[bool] = True
+    uses_saliency: ClassVar[bool] = True
+    second_order: ClassVar[bool] = True
+    needs_anchor: ClassVar[bool] = True
+
+    def defaults(self) -> dict[str, Any]:
+        return {"rho": 1.0}
+
+    def value(self, step: Step) -> torch.Tensor:
+        return profile_kl(step.scores, _anchor_scores(step))

@@ -8,7 +8,13 @@ from r2et.methods.adversarial import AdversarialPoint
 from r2et.methods.base import MethodRow, register_method
 from r2et.methods.certified import CertifiedGap
 from r2et.methods.hessian import ExactHessian, FiniteDifferenceHessian
-from r2et.methods.ranking import AnchoredGap, PairwiseExp, PathThickness, RankingGap
+from r2et.methods.ranking import (
+    AnchoredGap,
+    PairwiseExp,
+    PathThickness,
+    ProfileAnchor,
+    RankingGap,
+)
 from r2et.methods.simple import CEWeight, SoftplusActivations, WeightDecay
 from r2et.methods.smoothing import SmoothedGeometry
 
@@ -85,6 +91,13 @@ for _name, _row in {
         "R2ET's gap with each input's pre-trained ranking held (fine-tuning)",
         (RankingGap(), AnchoredGap()),
         {**_NOH_DEFAULTS, "lam": 0.03, "rho": 0.3},
+        "lam",
+    ),
+    "r2et-profile": MethodRow(
+        "CE + lam * (-top-k gap) + rho * KL(the starting model's saliency profile || the "
+        "model's): R2ET's gap with the population's profile held (fine-tuning)",
+        (RankingGap(), ProfileAnchor()),
+        {**_NOH_DEFAULTS, "lam": 0.5, "rho": 1.0},
         "lam",
     ),
     "r2et-mm": MethodRow(
