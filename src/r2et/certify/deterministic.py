@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from r2et._checks import check_k
+from r2et.certify.centred import centred_gradient_bounds
 from r2et.certify.conv import (
     CNN_LAYERS,
     conv_gradient_bounds,
@@ -179,8 +180,10 @@ def gradient_bounds(
     ``crown=True``: the pre-activation bounds (hence the ReLU masks and Softplus derivative
     intervals) and the logit margins come from the linear relaxation of
     :func:`~r2et.certify.crown.crown_states` instead of IBP; the gradient's backward pass is
-    the same interval pass. The result is intersected with the interval result (both are
-    sound), so it is never looser.
+    the same interval pass, and also its centred form
+    (:func:`~r2et.certify.centred.centred_gradient_bounds`: the first-order terms in the
+    derivatives exact, the rest by intervals). The results are intersected with the interval
+    result (all are sound), so it is never looser.
     """
     states, margin = _interval_states(params, low, high, target, slack, softplus)
     vl, vu = _gradient_backward(params, states, target)
@@ -192,6 +195,9 @@ def gradient_bounds(
             torch.minimum(vu, cu),
             torch.maximum(margin, c_margin),
         )
+        centred = centred_gradient_bounds(params, c_states, target)
+        if centred is not None:
+            vl, vu = torch.maximum(vl, centred[0]), torch.minimum(vu, centred[1])
     return vl, vu, margin
 
 
