@@ -132,6 +132,9 @@ def test_bounds_from_a_networks_crown_states_hold_on_the_input_box() -> None:
     target = model(x).argmax(1)
     states, _ = crown_states(params, low, high, target, 0.0, [(3.0, 20.0), (3.0, 20.0)])
     gl, gu = centred_gradient_bounds(params, states, target)
+    fl, fu = centred_gradient_bounds(params, states, target, (low, high), (3.0, 20.0))
+    assert bool((fl >= gl - 1e-15).all()) and bool((fu <= gu + 1e-15).all())
+    assert float((fu - fl).mean()) < float((gu - gl).mean())  # the input-linear first layer helps
     u = torch.rand(400, 5, 4, dtype=F64)
     corners = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=F64)
     u = torch.cat([u, corners[:, None, :].expand(16, 5, 4)])
@@ -140,6 +143,7 @@ def test_bounds_from_a_networks_crown_states_hold_on_the_input_box() -> None:
     (grad,) = torch.autograd.grad(model(pts).gather(1, tt[:, None]).sum(), pts)
     grad = grad.view(len(u), 5, 4)
     assert float((gl - grad).max()) <= 1e-12 and float((grad - gu).max()) <= 1e-12
+    assert float((fl - grad).max()) <= 1e-12 and float((grad - fu).max()) <= 1e-12
 
 
 def test_deep_networks_keep_the_plain_pass() -> None:
@@ -177,3 +181,54 @@ def test_a_wrong_centred_form_is_caught(monkeypatch, mutant) -> None:
     bounds = centred_gradient_bounds(params, states, target)
     monkeypatch.undo()
     assert _vertex_and_random_violation(params, states, target, bounds) > 1e-6
+
+
+@pytest.mark.parametrize("threshold", [20.0, 1.0])
+def test_sigmoid_relaxation_encloses_the_softplus_derivative(threshold) -> None:
+    """On intervals left of 0, right of 0, across 0 and across the threshold (where torch's
+    derivative jumps to 1), both lines enclose ``d(t)`` at 2,000 points of each interval; the
+    upper line used as a lower one is caught."""
+    from r2et.certify.centred import sigmoid_relaxation
+
+    tl = torch.tensor([-6.0, -2.0, 0.5, -1.0, 0.2, 3.0, -0.3], dtype=F64)
+    tu = torch.tensor([-3.0, -0.1, 4.0, 2.0, 0.2, 25.0, 0.3], dtype=F64)
+    a_l, b_l, a_u, b_u = sigmoid_relaxation(tl, tu, threshold)
+    t = tl[:, None] + torch.linspace(0, 1, 2000, dtype=F64)[None, :] * (tu - tl)[:, None]
+    d = torch.where(t > threshold, torch.ones_like(t), torch.sigmoid(t))
+    assert float((a_l[:, None] * t + b_l[:, None] - d).max()) <= 1e-15
+    assert float((d - a_u[:, None] * t - b_u[:, None]).max()) <= 1e-15
+    # the check has power: the upper line taken as a lower one leaves d
+    swapped = (a_u[:, None] * t + b_u[:, None]) - d
+    assert float(swapped.max()) > 1e-3
+
+
+def test_a_wrong_first_layer_line_is_caught(monkeypatch) -> None:
+    """Using the tangent above in the convex region (a line that is not an upper bound
+    there) gives bounds that autograd gradients of a Softplus MLP leave: the sampling check
+    has power for the input-linear first layer."""
+    from r2et.certify import centred as cm
+
+    real = cm.sigmoid_relaxation
+
+    def wrong(tl, tu, threshold):
+        a_l, b_l, a_u, b_u = real(tl, tu, threshold)
+        return a_l, b_l, a_l, b_l  # the lower line as the upper one
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 12), torch.nn.Softplus(3.0), torch.nn.Linear(12, 3)
+    ).to(F64)
+    params = [(m.weight.detach(), m.bias.detach()) for m in model if isinstance(m, torch.nn.Linear)]
+    x = torch.randn(5, 4, dtype=F64)
+    low, high = x - 0.3, x + 0.3
+    target = model(x).argmax(1)
+    states, _ = crown_states(params, low, high, target, 0.0, [(3.0, 20.0)])
+    monkeypatch.setattr(cm, "sigmoid_relaxation", wrong)
+    gl, gu = centred_gradient_bounds(params, states, target, (low, high), (3.0, 20.0))
+    monkeypatch.undo()
+    u = torch.rand(2000, 5, 4, dtype=F64)
+    pts = (low + u * (high - low)).reshape(-1, 4).requires_grad_(True)
+    tt = target.repeat(len(u))
+    (grad,) = torch.autograd.grad(model(pts).gather(1, tt[:, None]).sum(), pts)
+    grad = grad.view(len(u), 5, 4)
+    assert max(float((gl - grad).max()), float((grad - gu).max())) > 1e-6

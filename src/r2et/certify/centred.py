@@ -32,7 +32,7 @@ import torch
 
 from r2et.certify.intervals import ActState
 
-__all__ = ["MAX_HIDDEN", "centred_gradient_bounds", "derivative_box"]
+__all__ = ["MAX_HIDDEN", "centred_gradient_bounds", "derivative_box", "sigmoid_relaxation"]
 
 #: Deeper networks keep the plain interval pass (the higher-order terms number 2^H − H − 1).
 MAX_HIDDEN = 6
@@ -52,11 +52,20 @@ def centred_gradient_bounds(
     params: list[tuple[torch.Tensor, torch.Tensor]],
     states: list[ActState],
     target: torch.Tensor,
+    box: tuple[torch.Tensor, torch.Tensor] | None = None,
+    first_softplus: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Bounds ``(g_l, g_u)`` ``(N, F)`` of the logit gradient of class ``target`` ``(N,)``
     over every derivative vector in the boxes of ``states`` (one per hidden layer), by the
     centred form of the module docstring; ``None`` for more than :data:`MAX_HIDDEN` hidden
-    layers (the caller keeps its interval pass)."""
+    layers (the caller keeps its interval pass).
+
+    With the input ``box`` ``(low, high)`` and the first hidden layer a Softplus
+    ``(beta, threshold)`` (``first_softplus``), the first layer's first-order term
+    ``Σ_u A_1[u, f] δ_1[u]`` is also bounded as a function of the input: its derivatives
+    ``d_1 = σ(β (W_1 x + b_1))`` are enclosed between lines in ``W_1 x + b_1``
+    (:func:`sigmoid_relaxation`), which keeps that all of them move with the same ``x``; the
+    tighter of that and ``Σ_u |A_1[u, f]| ρ_1[u]`` is used."""
     h = len(states)
     if h == 0 or h > MAX_HIDDEN:
         return None
@@ -73,12 +82,75 @@ def centred_gradient_bounds(
     q = weights[0].expand(len(target), *weights[0].shape)
     first = rows[0][:, :, None] * q  # A_1 = R_1[u] Q_1[u, f]
     centre = ((rows[0] * mid[0])[:, :, None] * q).sum(1)
-    spread = (first.abs() * rad[0][:, :, None]).sum(1)
+    first_hi = (first.abs() * rad[0][:, :, None]).sum(1)
+    first_lo = -first_hi
+    if box is not None and first_softplus is not None:
+        lin_lo, lin_hi = _first_layer_linear(first, mid[0], params[0], box, *first_softplus)
+        first_lo, first_hi = torch.maximum(first_lo, lin_lo), torch.minimum(first_hi, lin_hi)
+    spread = torch.zeros_like(centre)
     for i in range(1, h):
         q = weights[i] @ (mid[i - 1][:, :, None] * q)
         spread = spread + ((rows[i][:, :, None] * q).abs() * rad[i][:, :, None]).sum(1)
     spread = spread + _higher_order(weights, mid, rad, out_row)
-    return centre - spread, centre + spread
+    return centre + first_lo - spread, centre + first_hi + spread
+
+
+def sigmoid_relaxation(
+    tl: torch.Tensor, tu: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(a_l, b_l, a_u, b_u)`` with ``a_l t + b_l <= d(t) <= a_u t + b_u`` on ``[tl, tu]``,
+    ``d`` the derivative torch's softplus takes in ``t = β z``: ``σ(t)``, and exactly 1 past
+    ``t > threshold``. ``σ`` is convex for ``t <= 0`` (chord above, the tangent at the
+    midpoint below) and concave for ``t >= 0`` (chord below, tangent above); an interval
+    across 0, or of width 0, gets the constants ``σ(tl)`` and ``σ(tu)``. ``d <= σ + (1 −
+    σ(threshold))`` everywhere, so the upper line is raised by that step, and ``d >= σ``."""
+    sl, su = torch.sigmoid(tl), torch.sigmoid(tu)
+    width = tu - tl
+    wide = width > 0
+    chord = torch.where(wide, (su - sl) / torch.where(wide, width, torch.ones_like(width)), 0.0)
+    tm = (tl + tu) / 2
+    sm = torch.sigmoid(tm)
+    tangent = sm * (1 - sm)
+    convex, concave = wide & (tu <= 0), wide & (tl >= 0)
+    zero = torch.zeros_like(tl)
+    a_u = torch.where(convex, chord, torch.where(concave, tangent, zero))
+    b_u = torch.where(convex, sl - chord * tl, torch.where(concave, sm - tangent * tm, su))
+    a_l = torch.where(convex, tangent, torch.where(concave, chord, zero))
+    b_l = torch.where(convex, sm - tangent * tm, torch.where(concave, sl - chord * tl, sl))
+    step = 1.0 - torch.sigmoid(torch.tensor(float(threshold), dtype=tl.dtype)).item()
+    return a_l, b_l, a_u, b_u + step
+
+
+def _first_layer_linear(
+    coef: torch.Tensor,
+    mid: torch.Tensor,
+    layer: tuple[torch.Tensor, torch.Tensor],
+    box: tuple[torch.Tensor, torch.Tensor],
+    beta: float,
+    threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds over the input box of ``Σ_u coef[n, u, f] (d_u(x) − mid[n, u])`` ``(N, F)``, with
+    ``d_u(x)`` the softplus derivative of ``z_u = W x + b`` enclosed by
+    :func:`sigmoid_relaxation` in ``t = β z``: each bound is a linear function of ``x``,
+    maximised (minimised) over the box exactly."""
+    w, b = layer
+    low, high = box
+    xc, xr = (low + high) / 2, (high - low) / 2
+    zc, zr = xc @ w.T + b, xr @ w.abs().T
+    a_l, b_l, a_u, b_u = sigmoid_relaxation(beta * (zc - zr), beta * (zc + zr), threshold)
+    pos, neg = coef.clamp_min(0), coef.clamp_max(0)
+    offset = (coef * mid[:, :, None]).sum(1)  # (N, F)
+    bounds = []
+    for hi_line, lo_line, sign in (((a_u, b_u), (a_l, b_l), 1.0), ((a_l, b_l), (a_u, b_u), -1.0)):
+        # upper: pos takes the upper line, neg the lower; lower: the reverse
+        slope = pos * hi_line[0][:, :, None] + neg * lo_line[0][:, :, None]  # (N, U, F), per t
+        const = (pos * hi_line[1][:, :, None] + neg * lo_line[1][:, :, None]).sum(1)
+        lam = beta * torch.einsum("nuf,ui->nfi", slope, w)  # (N, F, F_in)
+        nu = const + beta * (slope * b[None, :, None]).sum(1) - offset
+        centre = torch.einsum("nfi,ni->nf", lam, xc) + nu
+        spread = torch.einsum("nfi,ni->nf", lam.abs(), xr)
+        bounds.append(centre + sign * spread)
+    return bounds[1], bounds[0]
 
 
 def _higher_order(

@@ -195,7 +195,8 @@ def gradient_bounds(
             torch.minimum(vu, cu),
             torch.maximum(margin, c_margin),
         )
-        centred = centred_gradient_bounds(params, c_states, target)
+        first = softplus[0] if softplus else None
+        centred = centred_gradient_bounds(params, c_states, target, (low, high), first)
         if centred is not None:
             vl, vu = torch.maximum(vl, centred[0]), torch.minimum(vu, centred[1])
     return vl, vu, margin
