@@ -20,7 +20,6 @@ set may change. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -29,9 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from certify_patterns import attacked_changes, pretrained_compas  # noqa: E402
+from certify_patterns import attacked_changes, finetuned, pretrained_compas  # noqa: E402
 
-from r2et import fit  # noqa: E402
 from r2et.certify import certified_radius  # noqa: E402
 
 
@@ -55,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
           "| radius > 1.01 x interval | CPU s | changed at 0.999 r |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for method in a.methods.split(","):
-        model = base if method == "vanilla" else copy.deepcopy(base)
-        if method != "vanilla":  # fit's model: a Softplus copy for sp and r2et-sp
-            model = fit(model, method, ds, epochs=3, seed=0, progress=False).model
-        model.eval()
+        model = finetuned(base, method, ds, 0)
         softplus = any(isinstance(m, torch.nn.Softplus) for m in model.modules())
         kinds = ["interval", "crown"]
         if not softplus and method in with_patterns:

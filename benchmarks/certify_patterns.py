@@ -43,6 +43,17 @@ def pretrained_compas(seed: int = 0, epochs: int = 5):
     return ds, model
 
 
+def finetuned(base, method: str, ds, seed: int, epochs: int = 3):
+    """The model a certificate study scores for ``method``: ``base`` itself for vanilla, else
+    a copy fine-tuned ``epochs`` epochs with ``fit`` (a Softplus copy for sp and r2et-sp), in
+    eval mode."""
+    if method == "vanilla":
+        return base.eval()
+    return fit(
+        copy.deepcopy(base), method, ds, epochs=epochs, seed=seed, progress=False
+    ).model.eval()
+
+
 def attacked_changes(model, ds, ex, k, x, radius, factor, preset):
     """Inputs whose top-k set changes under the ensemble at ``factor`` x their radius
     (grouped on a 2^(1/4) grid, rounded down); the attack keeps the prediction."""
@@ -84,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
           "| changed at 2 r |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for method in a.methods.split(","):
-        model = base if method == "vanilla" else copy.deepcopy(base)
-        if method != "vanilla":  # fit's model: a Softplus copy for sp and r2et-sp
-            model = fit(model, method, ds, epochs=3, seed=a.seed, progress=False).model
+        model = finetuned(base, method, ds, a.seed)
         bounds_kinds = ("interval",) if method in ("sp", "r2et-sp") else ("interval", "patterns")
-        model.eval()
         clean = evaluate(model, ds, ex, k=k, attacks={}, n=a.n, seed=a.seed)  # no attack
         acc, distinct = clean["accuracy"], clean["locality"]["distinct_topk_sets"]
         gain, (g_lo, g_hi) = (
