@@ -88,11 +88,14 @@ the ``"crown"`` bound, and the stronger of the two is reported), :mod:`r2et.cert
 CROWN, Zhang et al. 2018: every activation enclosed between two lines on its pre-activation
 interval, ReLU ``α z <= relu(z) <= u (z − l)/(u − l)``, Softplus between a tangent and the
 chord, and the lines substituted backwards to the input box, intersected with IBP; the
-gradient's backward pass then runs in interval arithmetic from these tighter masks and
-derivative intervals). A Softplus layer (``sp``, ``r2et-sp``) passes the box through the
-monotone softplus, and its derivative ``σ(β z)`` lies in ``[σ(β l), σ(β u)]``, a positive
-interval that multiplies the backward row vector as an interval product (softplus has no
-activation patterns: ``bound="patterns"`` gives ``"crown"`` there).
+gradient's backward pass then runs from these tighter masks and derivative intervals, in
+interval arithmetic and in centred form, :mod:`r2et.certify.centred`: the gradient is
+multilinear in the layers' derivatives, its first-order terms around their midpoints are
+bounded exactly and a Softplus first layer's derivatives as lines in the input). A Softplus
+layer (``sp``, ``r2et-sp``) passes the box through the monotone softplus, and its derivative
+``σ(β z)`` lies in ``[σ(β l), σ(β u)]``, a positive interval that multiplies the backward row
+vector as an interval product (softplus has no activation patterns: ``bound="patterns"``
+gives ``"crown"`` there).
 """
 
 from __future__ import annotations
