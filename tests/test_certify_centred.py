@@ -20,7 +20,7 @@ import torch
 
 from r2et.certify import centred as centred_mod
 from r2et.certify.centred import MAX_HIDDEN, centred_gradient_bounds
-from r2et.certify.crown import crown_states
+from r2et.certify.crown import crown_forward, crown_states
 from r2et.certify.deterministic import _gradient_backward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,9 +130,11 @@ def test_bounds_from_a_networks_crown_states_hold_on_the_input_box() -> None:
     x = torch.randn(5, 4, dtype=F64)
     low, high = x - 0.2, x + 0.2
     target = model(x).argmax(1)
-    states, _ = crown_states(params, low, high, target, 0.0, [(3.0, 20.0), (3.0, 20.0)])
+    sp = [(3.0, 20.0), (3.0, 20.0)]
+    forward = crown_forward(params, low, high, sp)
+    states, _ = crown_states(params, low, high, target, 0.0, sp, forward)
     gl, gu = centred_gradient_bounds(params, states, target)
-    fl, fu = centred_gradient_bounds(params, states, target, (low, high), (3.0, 20.0))
+    fl, fu = centred_gradient_bounds(params, states, target, (low, high), sp, forward)
     assert bool((fl >= gl - 1e-15).all()) and bool((fu <= gu + 1e-15).all())
     assert float((fu - fl).mean()) < float((gu - gl).mean())  # the input-linear first layer helps
     u = torch.rand(400, 5, 4, dtype=F64)
@@ -202,10 +204,11 @@ def test_sigmoid_relaxation_encloses_the_softplus_derivative(threshold) -> None:
     assert float(swapped.max()) > 1e-3
 
 
-def test_a_wrong_first_layer_line_is_caught(monkeypatch) -> None:
-    """Using the tangent above in the convex region (a line that is not an upper bound
-    there) gives bounds that autograd gradients of a Softplus MLP leave: the sampling check
-    has power for the input-linear first layer."""
+@pytest.mark.parametrize("hidden", [[12], [12, 10]])
+def test_a_wrong_derivative_line_is_caught(monkeypatch, hidden) -> None:
+    """The lower line used as the upper one (not an upper bound) gives bounds that autograd
+    gradients of a Softplus MLP (one or two hidden layers) leave: the sampling check has power
+    for the derivatives bounded through CROWN."""
     from r2et.certify import centred as cm
 
     real = cm.sigmoid_relaxation
@@ -215,16 +218,19 @@ def test_a_wrong_first_layer_line_is_caught(monkeypatch) -> None:
         return a_l, b_l, a_l, b_l  # the lower line as the upper one
 
     torch.manual_seed(1)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(4, 12), torch.nn.Softplus(3.0), torch.nn.Linear(12, 3)
-    ).to(F64)
+    layers: list[torch.nn.Module] = []
+    for a, b in itertools.pairwise([4, *hidden]):
+        layers += [torch.nn.Linear(a, b), torch.nn.Softplus(3.0)]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(hidden[-1], 3)).to(F64)
     params = [(m.weight.detach(), m.bias.detach()) for m in model if isinstance(m, torch.nn.Linear)]
     x = torch.randn(5, 4, dtype=F64)
     low, high = x - 0.3, x + 0.3
     target = model(x).argmax(1)
-    states, _ = crown_states(params, low, high, target, 0.0, [(3.0, 20.0)])
+    sp = [(3.0, 20.0)] * len(hidden)
+    forward = crown_forward(params, low, high, sp)
+    states, _ = crown_states(params, low, high, target, 0.0, sp, forward)
     monkeypatch.setattr(cm, "sigmoid_relaxation", wrong)
-    gl, gu = centred_gradient_bounds(params, states, target, (low, high), (3.0, 20.0))
+    gl, gu = centred_gradient_bounds(params, states, target, (low, high), sp, forward)
     monkeypatch.undo()
     u = torch.rand(2000, 5, 4, dtype=F64)
     pts = (low + u * (high - low)).reshape(-1, 4).requires_grad_(True)

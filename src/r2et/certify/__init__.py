@@ -91,7 +91,7 @@ chord, and the lines substituted backwards to the input box, intersected with IB
 gradient's backward pass then runs from these tighter masks and derivative intervals, in
 interval arithmetic and in centred form, :mod:`r2et.certify.centred`: the gradient is
 multilinear in the layers' derivatives, its first-order terms around their midpoints are
-bounded exactly and a Softplus first layer's derivatives as lines in the input). A Softplus
+bounded exactly, those of Softplus layers also through CROWN as functions of the input). A Softplus
 layer (``sp``, ``r2et-sp``) passes the box through the monotone softplus, and its derivative
 ``σ(β z)`` lies in ``[σ(β l), σ(β u)]``, a positive interval that multiplies the backward row
 vector as an interval product (softplus has no activation patterns: ``bound="patterns"``

@@ -22,6 +22,13 @@ term (a subset ``S`` of at least two layers, at most ``2^H − H − 1`` of them
 arithmetic, which is symmetric about 0 once a δ has entered. Sound for every derivative vector
 in the box, hence for every point of the input box; intersected by the caller with the plain
 pass. Networks of more than :data:`MAX_HIDDEN` hidden layers keep the plain pass.
+
+For a Softplus layer the derivatives are not independent: all are functions of the same
+input. Its first-order term is also bounded through CROWN: each ``σ(β z_u)`` lies between two
+lines in ``z_u`` (:func:`sigmoid_relaxation`), each coefficient's sign picks a line, and the
+resulting linear function of the layer's pre-activations is bounded over the input box by
+CROWN's back-substitution (:func:`~r2et.certify.crown.upper_over_box`); the tighter of the two
+bounds is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from itertools import combinations
 
 import torch
 
+from r2et.certify.crown import CrownForward, upper_over_box
 from r2et.certify.intervals import ActState
 
 __all__ = ["MAX_HIDDEN", "centred_gradient_bounds", "derivative_box", "sigmoid_relaxation"]
@@ -53,19 +61,23 @@ def centred_gradient_bounds(
     states: list[ActState],
     target: torch.Tensor,
     box: tuple[torch.Tensor, torch.Tensor] | None = None,
-    first_softplus: tuple[float, float] | None = None,
+    softplus: list[tuple[float, float] | None] | None = None,
+    forward: CrownForward | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Bounds ``(g_l, g_u)`` ``(N, F)`` of the logit gradient of class ``target`` ``(N,)``
     over every derivative vector in the boxes of ``states`` (one per hidden layer), by the
     centred form of the module docstring; ``None`` for more than :data:`MAX_HIDDEN` hidden
     layers (the caller keeps its interval pass).
 
-    With the input ``box`` ``(low, high)`` and the first hidden layer a Softplus
-    ``(beta, threshold)`` (``first_softplus``), the first layer's first-order term
-    ``Σ_u A_1[u, f] δ_1[u]`` is also bounded as a function of the input: its derivatives
-    ``d_1 = σ(β (W_1 x + b_1))`` are enclosed between lines in ``W_1 x + b_1``
-    (:func:`sigmoid_relaxation`), which keeps that all of them move with the same ``x``; the
-    tighter of that and ``Σ_u |A_1[u, f]| ρ_1[u]`` is used."""
+    With the input ``box`` ``(low, high)``, the layers' ``softplus`` ``(beta, threshold)``
+    (``None`` for a ReLU) and the CROWN pass over that box (``forward``,
+    :func:`~r2et.certify.crown.crown_forward`), the first-order term ``Σ_u A_i[u, f] δ_i[u]``
+    of every Softplus layer is also bounded as a function of the input: its derivatives
+    ``σ(β z_i)`` lie between lines in ``z_i`` (:func:`sigmoid_relaxation` on the layer's
+    CROWN pre-activation bounds), and the resulting linear function of ``z_i`` is bounded over
+    the box by CROWN's back-substitution (:func:`~r2et.certify.crown.upper_over_box`), which
+    keeps that all the derivatives move with the same ``x``; the tighter of that and
+    ``Σ_u |A_i[u, f]| ρ_i[u]`` is used."""
     h = len(states)
     if h == 0 or h > MAX_HIDDEN:
         return None
@@ -74,25 +86,27 @@ def centred_gradient_bounds(
     rad = [(hi - lo) / 2 for lo, hi in boxes]
     weights = [w for w, _ in params]
     out_row = weights[-1][target]  # (N, n_H)
+    linear = box is not None and softplus is not None and forward is not None
     # R[i]: the row vector reaching layer i's derivatives from the output (others at midpoints)
     rows = [out_row] * h
     for i in range(h - 1, 0, -1):
         rows[i - 1] = (rows[i] * mid[i]) @ weights[i]
     # Q[i]: the map from the input to layer i's pre-activations (others at midpoints), (N, n_i, F)
     q = weights[0].expand(len(target), *weights[0].shape)
-    first = rows[0][:, :, None] * q  # A_1 = R_1[u] Q_1[u, f]
     centre = ((rows[0] * mid[0])[:, :, None] * q).sum(1)
-    first_hi = (first.abs() * rad[0][:, :, None]).sum(1)
-    first_lo = -first_hi
-    if box is not None and first_softplus is not None:
-        lin_lo, lin_hi = _first_layer_linear(first, mid[0], params[0], box, *first_softplus)
-        first_lo, first_hi = torch.maximum(first_lo, lin_lo), torch.minimum(first_hi, lin_hi)
-    spread = torch.zeros_like(centre)
-    for i in range(1, h):
-        q = weights[i] @ (mid[i - 1][:, :, None] * q)
-        spread = spread + ((rows[i][:, :, None] * q).abs() * rad[i][:, :, None]).sum(1)
-    spread = spread + _higher_order(weights, mid, rad, out_row)
-    return centre + first_lo - spread, centre + first_hi + spread
+    lower, upper = centre.clone(), centre.clone()
+    for i in range(h):
+        if i > 0:
+            q = weights[i] @ (mid[i - 1][:, :, None] * q)
+        coef = rows[i][:, :, None] * q  # A_i[u, f] = R_i[u] Q_i[u, f]
+        hi = (coef.abs() * rad[i][:, :, None]).sum(1)
+        lo = -hi
+        if linear and softplus[i] is not None:
+            lin_lo, lin_hi = _layer_linear(coef, mid[i], i, params, forward, box, *softplus[i])
+            lo, hi = torch.maximum(lo, lin_lo), torch.minimum(hi, lin_hi)
+        lower, upper = lower + lo, upper + hi
+    rest = _higher_order(weights, mid, rad, out_row)
+    return lower - rest, upper + rest
 
 
 def sigmoid_relaxation(
@@ -103,7 +117,8 @@ def sigmoid_relaxation(
     ``t > threshold``. ``σ`` is convex for ``t <= 0`` (chord above, the tangent at the
     midpoint below) and concave for ``t >= 0`` (chord below, tangent above); an interval
     across 0, or of width 0, gets the constants ``σ(tl)`` and ``σ(tu)``. ``d <= σ + (1 −
-    σ(threshold))`` everywhere, so the upper line is raised by that step, and ``d >= σ``."""
+    σ(threshold))`` everywhere, so the upper line is raised by that step, and ``d >= σ``.
+    Every slope is >= 0."""
     sl, su = torch.sigmoid(tl), torch.sigmoid(tu)
     width = tu - tl
     wide = width > 0
@@ -121,36 +136,36 @@ def sigmoid_relaxation(
     return a_l, b_l, a_u, b_u + step
 
 
-def _first_layer_linear(
+def _layer_linear(
     coef: torch.Tensor,
     mid: torch.Tensor,
-    layer: tuple[torch.Tensor, torch.Tensor],
+    m: int,
+    params: list[tuple[torch.Tensor, torch.Tensor]],
+    forward: CrownForward,
     box: tuple[torch.Tensor, torch.Tensor],
     beta: float,
     threshold: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounds over the input box of ``Σ_u coef[n, u, f] (d_u(x) − mid[n, u])`` ``(N, F)``, with
-    ``d_u(x)`` the softplus derivative of ``z_u = W x + b`` enclosed by
-    :func:`sigmoid_relaxation` in ``t = β z``: each bound is a linear function of ``x``,
-    maximised (minimised) over the box exactly."""
-    w, b = layer
-    low, high = box
-    xc, xr = (low + high) / 2, (high - low) / 2
-    zc, zr = xc @ w.T + b, xr @ w.abs().T
-    a_l, b_l, a_u, b_u = sigmoid_relaxation(beta * (zc - zr), beta * (zc + zr), threshold)
+    ``d_u`` the softplus derivative of hidden layer ``m``'s pre-activation ``z_u``, enclosed
+    by :func:`sigmoid_relaxation` in ``t = β z`` on the layer's CROWN bounds: the upper bound
+    is linear in ``z_m = W_m h_{m−1} + b_m`` (each coefficient's sign picks a line), bounded
+    over the box by CROWN's back-substitution; the lower one likewise (minus the upper bound
+    of the negation)."""
+    (pl, pu, _), relax = forward[0][m], forward[2]
+    w, b = params[m]
+    a_l, b_l, a_u, b_u = sigmoid_relaxation(beta * pl, beta * pu, threshold)
     pos, neg = coef.clamp_min(0), coef.clamp_max(0)
     offset = (coef * mid[:, :, None]).sum(1)  # (N, F)
-    bounds = []
-    for hi_line, lo_line, sign in (((a_u, b_u), (a_l, b_l), 1.0), ((a_l, b_l), (a_u, b_u), -1.0)):
-        # upper: pos takes the upper line, neg the lower; lower: the reverse
-        slope = pos * hi_line[0][:, :, None] + neg * lo_line[0][:, :, None]  # (N, U, F), per t
-        const = (pos * hi_line[1][:, :, None] + neg * lo_line[1][:, :, None]).sum(1)
-        lam = beta * torch.einsum("nuf,ui->nfi", slope, w)  # (N, F, F_in)
-        nu = const + beta * (slope * b[None, :, None]).sum(1) - offset
-        centre = torch.einsum("nfi,ni->nf", lam, xc) + nu
-        spread = torch.einsum("nfi,ni->nf", lam.abs(), xr)
-        bounds.append(centre + sign * spread)
-    return bounds[1], bounds[0]
+    out = []
+    for sign, up, down in ((1.0, (a_u, b_u), (a_l, b_l)), (-1.0, (a_l, b_l), (a_u, b_u))):
+        # sign 1: the upper bound (a positive coefficient takes the upper line); -1: the lower
+        kappa = beta * (pos * up[0][:, :, None] + neg * down[0][:, :, None])  # (N, U, F), on z
+        const = (pos * up[1][:, :, None] + neg * down[1][:, :, None]).sum(1) - offset
+        const = const + torch.einsum("nuf,u->nf", kappa, b)
+        lam = torch.einsum("nuf,uh->nfh", kappa, w)
+        out.append(sign * upper_over_box(sign * lam, sign * const, params, relax, m - 1, *box))
+    return out[1], out[0]
 
 
 def _higher_order(

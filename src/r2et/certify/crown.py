@@ -45,14 +45,20 @@ import torch
 from r2et.certify.intervals import ActState, logit_margins, relu_state, softplus_box
 
 __all__ = [
+    "CrownForward",
+    "crown_forward",
     "crown_preactivations",
     "crown_states",
     "relu_relaxation",
     "softplus_relaxation",
+    "upper_over_box",
 ]
 
 Params = list[tuple[torch.Tensor, torch.Tensor]]
 Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#: What :func:`crown_forward` returns: per hidden layer ``(pl, pu, magnitude)``, the last
+#: hidden boxes ``(lo, hi, plain_lo, plain_hi)`` and the layers' relaxations.
+CrownForward = tuple[list[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...], list[Relaxation]]
 
 
 def relu_relaxation(low: torch.Tensor, high: torch.Tensor) -> Relaxation:
@@ -141,6 +147,22 @@ def _linear_bounds(
     return -both[:, m:], both[:, :m]
 
 
+def upper_over_box(
+    lam: torch.Tensor,
+    const: torch.Tensor,
+    params: Params,
+    relax: list[Relaxation],
+    top: int,
+    low: torch.Tensor,
+    high: torch.Tensor,
+) -> torch.Tensor:
+    """An upper bound ``(N, M)`` over the input box ``[low, high]`` of ``Λ h_top + ν``
+    (``lam`` ``(N, M, H)``, ``const`` ``(N, M)``; ``h_top`` the output of hidden layer
+    ``top``, ``top = −1`` for the input itself): CROWN's back-substitution through the
+    relaxations ``relax`` of :func:`crown_forward`, then the exact maximum over the box."""
+    return _upper(lam, const, params, relax, top, (low + high) / 2, (high - low) / 2)
+
+
 def _tighten(
     pl: torch.Tensor, pu: torch.Tensor, bounds: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,12 +174,12 @@ def _tighten(
     return torch.minimum(pl, pu), torch.maximum(pl, pu)
 
 
-def _forward(
+def crown_forward(
     params: Params,
     low: torch.Tensor,
     high: torch.Tensor,
-    softplus: list[tuple[float, float] | None] | None,
-) -> tuple[list[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...], list[Relaxation]]:
+    softplus: list[tuple[float, float] | None] | None = None,
+) -> CrownForward:
     """Per hidden layer ``(pl, pu, magnitude)``: the CROWN pre-activation bounds (intersected
     with IBP's) and the float32-safety magnitude ``|W| |c| + |W| r + |b|`` of the plain IBP
     chain; the boxes ``(lo, hi, plain_lo, plain_hi)`` of the last hidden layer's output
@@ -204,7 +226,7 @@ def crown_preactivations(
     ``[low, high]`` ``(N, F)`` of the MLP ``(W, b)`` pairs ``params`` (ReLU, or Softplus
     ``(beta, threshold)`` per layer in ``softplus``): the CROWN bound intersected with IBP's
     (never looser than IBP)."""
-    return [(pl, pu) for pl, pu, _ in _forward(params, low, high, softplus)[0]]
+    return [(pl, pu) for pl, pu, _ in crown_forward(params, low, high, softplus)[0]]
 
 
 def crown_states(
@@ -214,6 +236,7 @@ def crown_states(
     target: torch.Tensor,
     slack: float = 0.0,
     softplus: list[tuple[float, float] | None] | None = None,
+    forward: CrownForward | None = None,
 ) -> tuple[list[ActState], torch.Tensor]:
     """The backward states of every hidden activation (ReLU masks by
     :func:`~r2et.certify.intervals.relu_state` with ``eps = slack ·`` the IBP magnitude;
@@ -221,9 +244,10 @@ def crown_states(
     lower bound ``(N, C)`` of the logit margins ``z_c − z_j`` (``+inf`` at ``j = c``): the
     larger of the CROWN margin, the interval margin on the tightened last box and the plain
     interval margin, each lowered by ``slack`` times the plain interval margin's
-    magnitude."""
+    magnitude. ``forward``: :func:`crown_forward`'s result for the same arguments, when the
+    caller has it."""
     acts = softplus or [None] * (len(params) - 1)
-    layers, (lo, hi, plo, phi), relax = _forward(params, low, high, softplus)
+    layers, (lo, hi, plo, phi), relax = forward or crown_forward(params, low, high, softplus)
     xc, xr = (low + high) / 2, (high - low) / 2
     states: list[ActState] = []
     for (pl, pu, magnitude), act in zip(layers, acts):

@@ -20,7 +20,7 @@ from r2et.certify.conv import (
     conv_stages,
     largest_activation,
 )
-from r2et.certify.crown import crown_states
+from r2et.certify.crown import crown_forward, crown_states
 from r2et.certify.intervals import (
     ActState,
     activation_backward,
@@ -188,15 +188,15 @@ def gradient_bounds(
     states, margin = _interval_states(params, low, high, target, slack, softplus)
     vl, vu = _gradient_backward(params, states, target)
     if crown:
-        c_states, c_margin = crown_states(params, low, high, target, slack, softplus)
+        forward = crown_forward(params, low, high, softplus)
+        c_states, c_margin = crown_states(params, low, high, target, slack, softplus, forward)
         cl, cu = _gradient_backward(params, c_states, target)
         vl, vu, margin = (
             torch.maximum(vl, cl),
             torch.minimum(vu, cu),
             torch.maximum(margin, c_margin),
         )
-        first = softplus[0] if softplus else None
-        centred = centred_gradient_bounds(params, c_states, target, (low, high), first)
+        centred = centred_gradient_bounds(params, c_states, target, (low, high), softplus, forward)
         if centred is not None:
             vl, vu = torch.maximum(vl, centred[0]), torch.minimum(vu, centred[1])
     return vl, vu, margin
