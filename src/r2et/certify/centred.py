@@ -33,6 +33,7 @@ bounds is kept.
 
 from __future__ import annotations
 
+import math
 from itertools import combinations
 
 import torch
@@ -132,7 +133,7 @@ def sigmoid_relaxation(
     b_u = torch.where(convex, sl - chord * tl, torch.where(concave, sm - tangent * tm, su))
     a_l = torch.where(convex, tangent, torch.where(concave, chord, zero))
     b_l = torch.where(convex, sm - tangent * tm, torch.where(concave, sl - chord * tl, sl))
-    step = 1.0 - torch.sigmoid(torch.tensor(float(threshold), dtype=tl.dtype)).item()
+    step = 1.0 - 1.0 / (1.0 + math.exp(-float(threshold)))
     return a_l, b_l, a_u, b_u + step
 
 
